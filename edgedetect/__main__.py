@@ -1,0 +1,3 @@
+from edgedetect.cli import main
+
+raise SystemExit(main())

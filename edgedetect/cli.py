@@ -1,0 +1,155 @@
+"""The `edgedetect` command: run, config, models, and the tools the other modules add."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any, Callable
+
+from edgedetect import __version__
+from edgedetect.errors import UserError
+
+# Flags shared by `run`, `config` and the tools that start a pipeline: (flag, config key, kwargs).
+CONFIG_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--source", "source.uri", {"help": "picam | demo | 0 | /dev/video0 | rtsp://... | file or folder"}),
+    ("--no-pace", "source.pace", {"action": "store_const", "const": False,
+                                  "help": "read files as fast as possible, not at their frame rate"}),
+    ("--loop", "source.loop", {"action": "store_const", "const": True, "help": "restart a file at its end"}),
+    ("--model", "model.path", {"help": "catalogue name or .tflite file"}),
+    ("--labels", "model.labels", {"help": "labels file"}),
+    ("--threads", "model.threads", {"type": int, "help": "interpreter threads (default: one per core)"}),
+    ("--models-dir", "model.models_dir", {"help": "':'-separated mirror directories of model files"}),
+    ("--threshold", "detect.threshold", {"type": float, "help": "minimum detection score"}),
+    ("--allow", "detect.allow", {"type": lambda s: [x for x in s.split(",") if x], "help": "labels to keep, comma-separated"}),
+    ("--deny", "detect.deny", {"type": lambda s: [x for x in s.split(",") if x], "help": "labels to drop, comma-separated"}),
+    ("--max-detections", "detect.max_detections", {"type": int}),
+    ("--host", "http.host", {"help": "address to serve on (default 127.0.0.1)"}),
+    ("--port", "http.port", {"type": int, "help": "port to serve on (default 8080)"}),
+    ("--token", "http.token", {"help": "access token required from non-loopback viewers"}),
+    ("--stats-interval", "stats.interval", {"type": float, "help": "seconds between stats lines"}),
+    ("--sysfs-root", "stats.sysfs_root", {"help": "sysfs root for temperature and throttling"}),
+]
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="TOML config (default /etc/edgedetect/edgedetect.toml if present)")
+    for flag, key, kw in CONFIG_FLAGS:
+        p.add_argument(flag, dest=key.replace(".", "__"), default=None, **kw)
+
+
+def config_from_args(args: argparse.Namespace):
+    from edgedetect import config
+
+    overrides = {key: getattr(args, key.replace(".", "__")) for _, key, _ in CONFIG_FLAGS}
+    return config.load(args.config, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edgedetect.daemon import Daemon
+
+    cfg = config_from_args(args)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logging.getLogger("edgedetect").info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return Daemon(cfg).run_until(stop)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from edgedetect.config import to_toml
+
+    sys.stdout.write(to_toml(config_from_args(args)))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from edgedetect.catalogue import Catalogue
+
+    cat = Catalogue.load(args.models_dir)
+    if args.action == "list":
+        for e in cat.entries.values():
+            local = all(cat.find(e, f) for f in e.files)
+            mark = "*" if e.default else " "
+            print(f"{mark} {e.name:24} {e.kind:10} {'local' if local else 'remote':6}  {e.description}")
+        print(f"cache: {cat.cache}")
+        return 0
+    if not args.name:
+        raise UserError(f"models {args.action}: expected a NAME")
+    if args.action == "pull":
+        got = cat.pull(args.name)
+        for role, path in got.paths.items():
+            print(f"{role}: {path}")
+        return 0
+    from pathlib import Path
+
+    from edgedetect.model import describe_model
+
+    path = cat.pull(args.name).paths["model"] if args.name in cat.entries else Path(args.name)
+    print("\n".join(describe_model(path).lines()))
+    return 0
+
+
+Registrar = Callable[[Any], None]
+
+
+def _optional_commands() -> list[Registrar]:
+    """Sub-commands that live in their own modules, each with a `register(subparsers)`."""
+    found = []
+    for module in ("edgedetect.bench", "edgedetect.doctor", "edgedetect.quantize.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):
+                continue
+            raise
+        found.append(mod.register)
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgedetect", description="Object detection on a Raspberry Pi camera.")
+    p.add_argument("--version", action="version", version=f"edgedetect {__version__}")
+    p.add_argument("--debug", action="store_true", help="debug logging, tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the detection daemon")
+    add_config_flags(run)
+    run.set_defaults(func=cmd_run)
+
+    cfg = sub.add_parser("config", help="print the effective config (file + flags) as TOML")
+    add_config_flags(cfg)
+    cfg.set_defaults(func=cmd_config)
+
+    models = sub.add_parser("models", help="list, pull or inspect models")
+    models.add_argument("action", choices=["list", "pull", "info"])
+    models.add_argument("name", nargs="?", help="catalogue name (or a .tflite path for info)")
+    models.add_argument("--models-dir", help="':'-separated mirror directories searched first")
+    models.set_defaults(func=cmd_models)
+
+    for register in _optional_commands():
+        register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from edgedetect.logs import setup_logging
+
+    setup_logging(args.debug)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"edgedetect: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130

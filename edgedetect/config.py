@@ -1,0 +1,266 @@
+"""Configuration: one TOML file validated into dataclasses; CLI flags override it.
+
+Every field's type and range is declared once, here; the loader checks TOML and CLI values
+against the same declarations, so both give the same one-line errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgedetect.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/edgedetect/edgedetect.toml")
+
+
+def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None,
+       choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"help": help, "min": lo, "max": hi, "choices": choices}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class SourceConfig:
+    uri: str = _f("picam", "picam | demo | camera index or /dev/videoN | rtsp:// or http:// URL | video, image or folder path")
+    pace: bool = _f(True, "play files at their own frame rate (false: as fast as possible)")
+    loop: bool = _f(False, "restart a file source when it ends")
+    width: int = _f(1280, "capture width for cameras", 16, 8192)
+    height: int = _f(720, "capture height for cameras", 16, 8192)
+    fps: float = _f(30.0, "capture rate for cameras", 0.1, 240)
+
+
+@dataclass
+class ModelConfig:
+    path: str = _f("ssd-mobilenet-v2-coco", "catalogue name or .tflite file")
+    labels: str = _f("", "labels file; empty: the catalogue's, or one found next to the model")
+    threads: int = _f(0, "interpreter threads; 0: one per core", 0, 64)
+    input_range: list[float] = _f([-1.0, 1.0], "real range that pixel values 0..255 map to for the model")
+    models_dir: str = _f("", "':'-separated mirror directories searched before the cache")
+
+
+@dataclass
+class DetectConfig:
+    threshold: float = _f(0.5, "minimum score", 0.0, 1.0)
+    allow: list[str] = _f([], "labels to keep (empty: all)")
+    deny: list[str] = _f([], "labels to drop")
+    max_detections: int = _f(20, "most detections kept per frame", 1, 1000)
+    top_k: int = _f(3, "classes shown for classification models", 1, 100)
+
+
+@dataclass
+class HttpConfig:
+    enabled: bool = _f(True, "serve the viewer, stream and API")
+    host: str = _f("127.0.0.1", "address to listen on (0.0.0.0: all interfaces)")
+    port: int = _f(8080, "TCP port", 0, 65535)
+    jpeg_quality: int = _f(80, "JPEG quality of the stream", 10, 100)
+    max_viewers: int = _f(8, "concurrent stream viewers; more get 503", 1, 1000)
+    token: str = _f("", "access token required from non-loopback clients (header or ?token=)")
+
+
+@dataclass
+class StatsConfig:
+    interval: float = _f(10.0, "seconds between stats log lines", 0.5, 3600)
+    window: int = _f(120, "samples kept for percentiles", 10, 100000)
+    sysfs_root: str = _f("/sys", "root of sysfs (tests point it at a fake tree)")
+
+
+@dataclass
+class PipelineConfig:
+    stall_timeout: float = _f(10.0, "seconds without a processed frame before the pipeline counts as stalled", 1, 3600)
+    max_inference_failures: int = _f(10, "inference failures in a row before the daemon exits", 1, 100000)
+
+
+@dataclass
+class MotionConfig:
+    enabled: str = _f("auto", "skip inference on still scenes: auto (on for cameras), on, off",
+                      choices=("auto", "on", "off"))
+    threshold: float = _f(0.004, "fraction of thumbnail pixels that must change to count as motion", 0.0, 1.0)
+    pixel_delta: int = _f(18, "grey-level change for a thumbnail pixel to count as changed", 1, 255)
+    force_interval: float = _f(5.0, "seconds after which a frame is inferred even without motion", 0.1, 3600)
+    thumb_width: int = _f(96, "width of the grey thumbnail that motion is measured on", 16, 640)
+
+
+@dataclass
+class DisplayConfig:
+    mode: str = _f("none", "local monitor: none, drm (console, picam only), qt (desktop, picam only)",
+                   choices=("none", "drm", "qt"))
+
+
+@dataclass
+class MqttConfig:
+    enabled: bool = _f(False, "publish events, counts and stats to an MQTT broker")
+    host: str = _f("localhost", "broker host")
+    port: int = _f(1883, "broker port", 1, 65535)
+    protocol: str = _f("3.1.1", "MQTT protocol version", choices=("3.1.1", "5"))
+    username: str = _f("", "user name (empty: anonymous)")
+    password: str = _f("", "password")
+    tls: bool = _f(False, "connect with TLS")
+    ca_file: str = _f("", "CA certificate for TLS (empty: system store)")
+    prefix: str = _f("edgedetect", "topic prefix")
+    device: str = _f("", "device name in topics and labels (empty: host name)")
+    keepalive: int = _f(30, "keepalive seconds", 5, 3600)
+    snapshot: bool = _f(True, "publish a JPEG snapshot of each event")
+    discovery: bool = _f(True, "publish Home Assistant discovery config")
+    discovery_prefix: str = _f("homeassistant", "Home Assistant discovery prefix")
+    labels: list[str] = _f(["person"], "labels that make events (empty: all)")
+    min_frames: int = _f(3, "frames an object must be seen in before its event starts", 1, 1000)
+    max_missing: int = _f(10, "frames without an object before its event ends", 1, 10000)
+    iou: float = _f(0.3, "overlap for a detection to continue a tracked object", 0.01, 1.0)
+    queue_limit: int = _f(200, "messages held while the broker is away; more are dropped and counted", 1, 100000)
+
+
+@dataclass
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    display: DisplayConfig = field(default_factory=DisplayConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    ok = (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+    if not ok:
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _check_range(value: Any, meta: dict, where: str) -> None:
+    lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: expected one of {', '.join(choices)}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"{where}: expected a value from {lo:g} to {hi:g}, got {value!r}")
+
+
+def _unknown(key: str, known: list[str], where: str) -> ConfigError:
+    near = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return ConfigError(f"{where}: unknown key {key!r}{hint}; expected one of: {', '.join(known)}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def set_value(cfg: Config, dotted: str, value: Any, origin: str = "command line") -> None:
+    """Set `section.key` on cfg after validating it like a TOML value."""
+    section, _, key = dotted.partition(".")
+    sections = [f.name for f in dataclasses.fields(Config)]
+    if section not in sections:
+        raise _unknown(section, sections, origin)
+    sub = getattr(cfg, section)
+    fields = {f.name: f for f in dataclasses.fields(sub)}
+    if key not in fields:
+        raise _unknown(key, list(fields), f"{origin}: [{section}]")
+    where = f"{origin}: {section}.{key}"
+    v = _coerce(value, _hints(type(sub))[key], where)
+    _check_range(v, fields[key].metadata, where)
+    if isinstance(v, list):
+        for item in v:
+            _check_range(item, fields[key].metadata, where)
+    setattr(sub, key, v)
+
+
+def _validate_whole(cfg: Config, origin: str) -> None:
+    rng = cfg.model.input_range
+    if len(rng) != 2 or rng[0] >= rng[1]:
+        raise ConfigError(f"{origin}: model.input_range: expected [low, high] with low < high, "
+                          f"got {cfg.model.input_range!r}")
+    overlap = set(cfg.detect.allow) & set(cfg.detect.deny)
+    if overlap:
+        raise ConfigError(f"{origin}: detect.allow and detect.deny both name {sorted(overlap)!r}")
+
+
+def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read `path` (None: the default path if it exists, else built-in defaults), then apply
+    `overrides` ({"section.key": value}, from the command line)."""
+    cfg = Config()
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except PermissionError:
+            raise ConfigError(f"{path}: config file not readable (permission denied)") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text, expected a TOML file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML ({e})") from None
+        sections = [f.name for f in dataclasses.fields(Config)]
+        for section, body in data.items():
+            if section not in sections:
+                raise _unknown(section, sections, str(path))
+            if not isinstance(body, dict):
+                raise ConfigError(f"{path}: [{section}] must be a table, got {body!r}")
+            for key, value in body.items():
+                set_value(cfg, f"{section}.{key}", value, str(path))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            set_value(cfg, dotted, value)
+    _validate_whole(cfg, origin)
+    return cfg
+
+
+def to_toml(cfg: Config) -> str:
+    """The effective config as TOML that `load` reads back unchanged."""
+    out: list[str] = []
+    for sf in dataclasses.fields(cfg):
+        sub = getattr(cfg, sf.name)
+        out.append(f"[{sf.name}]")
+        for f in dataclasses.fields(sub):
+            v = getattr(sub, f.name)
+            out.append(f"{f.name} = {_toml_value(v)}  # {f.metadata.get('help', '')}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(type(v))

@@ -1,0 +1,226 @@
+"""The HTTP sink: viewer page, MJPEG stream, snapshot, JSON API, health check.
+
+Standard library only. Every stream client gets its own thread that always sends the newest
+JPEG; a client that reads slowly skips frames (its own, nobody else's) and one that stops
+reading is dropped after a send timeout. Nothing outside the package's own viewer page is
+ever read from disk.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from edgedetect.config import HttpConfig
+from edgedetect.errors import UserError
+from edgedetect.publish import Publisher
+
+log = logging.getLogger("edgedetect.http")
+
+BOUNDARY = "edgedetect-frame"
+SEND_TIMEOUT_S = 10.0
+ROUTES = {"/", "/index.html", "/stream.mjpg", "/snapshot.jpg", "/api/stats", "/api/detections", "/healthz"}
+
+# An extension's route: returns (status, body, content type).
+Route = Callable[[], tuple[int, bytes, str]]
+
+
+@dataclass
+class Api:
+    """What the server asks the daemon for."""
+
+    stats: Callable[[], dict[str, Any]]
+    detections: Callable[[], dict[str, Any]]
+    healthy: Callable[[], tuple[bool, str]]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+
+class ViewerServer:
+    def __init__(self, cfg: HttpConfig, publisher: Publisher, api: Api):
+        self.cfg = cfg
+        self.publisher = publisher
+        self.api = api
+        self.stopping = threading.Event()
+        self._viewers = 0
+        self._viewers_lock = threading.Lock()
+        self.routes: dict[str, Route] = {}  # added by extensions before start()
+        self.page = resources.files("edgedetect").joinpath("static/index.html").read_bytes()
+        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+        _Server.address_family = family
+        try:
+            self._httpd = _Server((cfg.host, cfg.port), _make_handler(self))
+        except OSError as e:
+            what = "in use" if e.errno in (98, 48) else (e.strerror or str(e))
+            raise UserError(f"http: cannot listen on {cfg.host}:{cfg.port} ({what}); "
+                            "choose another [http] port or stop the program using it") from None
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def viewers(self) -> int:
+        return self._viewers
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.publisher.close()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def add_viewer(self) -> bool:
+        with self._viewers_lock:
+            if self._viewers >= self.cfg.max_viewers:
+                return False
+            self._viewers += 1
+            return True
+
+    def remove_viewer(self) -> None:
+        with self._viewers_lock:
+            self._viewers -= 1
+
+    def authorised(self, client_ip: str, headers: Any, query: dict[str, list[str]]) -> bool:
+        if not self.cfg.token:
+            return True
+        try:
+            if ipaddress.ip_address(client_ip.split("%")[0]).is_loopback:
+                return True
+        except ValueError:
+            pass
+        given = query.get("token", [""])[0]
+        auth = headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = auth[7:].strip()
+        given = headers.get("X-Edgedetect-Token", given)
+        return hmac.compare_digest(given.encode(), self.cfg.token.encode())
+
+
+def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "edgedetect"
+        sys_version = ""
+        protocol_version = "HTTP/1.1"
+        timeout = SEND_TIMEOUT_S  # per-socket: a client that stops reading is dropped
+
+        def log_message(self, fmt: str, *args: Any) -> None:  # access log only when debugging
+            log.debug("%s %s", self.client_address[0], fmt % args)
+
+        def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _json(self, status: int, obj: Any) -> None:
+            self._send(status, json.dumps(obj).encode(), "application/json")
+
+        def _error(self, status: HTTPStatus, extra: dict[str, str] | None = None) -> None:
+            self.close_connection = True
+            self._send(status, json.dumps({"error": status.phrase}).encode(), "application/json",
+                       {"Connection": "close", **(extra or {})})
+
+        def _route(self) -> tuple[str, dict[str, list[str]]] | None:
+            parts = urlsplit(self.path)
+            if parts.path not in ROUTES and parts.path not in srv.routes:
+                self._error(HTTPStatus.NOT_FOUND)
+                return None
+            query = parse_qs(parts.query)
+            if not srv.authorised(self.client_address[0], self.headers, query):
+                self._error(HTTPStatus.UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+                return None
+            return parts.path, query
+
+        def do_GET(self) -> None:
+            routed = self._route()
+            if routed is None:
+                return
+            path, _ = routed
+            if path in ("/", "/index.html"):
+                self._send(200, srv.page, "text/html; charset=utf-8")
+            elif path == "/stream.mjpg":
+                self._stream()
+            elif path == "/snapshot.jpg":
+                _, jpg = srv.publisher.jpeg()
+                if jpg:
+                    self._send(200, jpg, "image/jpeg")
+                else:
+                    self._error(HTTPStatus.SERVICE_UNAVAILABLE, {"Retry-After": "1"})
+            elif path == "/api/stats":
+                self._json(200, srv.api.stats())
+            elif path == "/api/detections":
+                self._json(200, srv.api.detections())
+            elif path == "/healthz":
+                ok, why = srv.api.healthy()
+                self._json(200 if ok else 503, {"status": "ok" if ok else "unhealthy", "reason": why})
+            else:
+                status, body, ctype = srv.routes[path]()
+                self._send(status, body, ctype)
+
+        do_HEAD = do_GET
+
+        def _not_allowed(self) -> None:
+            if self._route() is not None:
+                self._error(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "GET, HEAD"})
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
+        def _stream(self) -> None:
+            if self.command == "HEAD":
+                self._send(200, b"", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+                return
+            if not srv.add_viewer():
+                self._error(HTTPStatus.SERVICE_UNAVAILABLE, {"Retry-After": "5"})
+                return
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                seq = 0
+                while not srv.stopping.is_set():
+                    new_seq, result = srv.publisher.wait_newer(seq, timeout=0.5)
+                    if result is None or new_seq == seq:
+                        continue
+                    seq, jpg = srv.publisher.jpeg()
+                    if not jpg:
+                        continue
+                    head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                            f"Content-Length: {len(jpg)}\r\n\r\n").encode()
+                    self.wfile.write(head + jpg + b"\r\n")
+                    self.wfile.flush()
+            except (ConnectionError, TimeoutError, OSError):
+                pass  # the viewer went away or stopped reading
+            finally:
+                srv.remove_viewer()
+
+    return Handler

@@ -1,0 +1,59 @@
+"""Frame sources behind one interface (see base.Source), and the factory that picks one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgedetect.catalogue import Catalogue
+from edgedetect.config import SourceConfig
+from edgedetect.errors import SourceError
+from edgedetect.sources.base import Capture, Source
+from edgedetect.sources.images import IMAGE_SUFFIXES, ImageFiles
+from edgedetect.sources.picam import PiCamera, lores_size_for
+from edgedetect.sources.video import LiveCapture, VideoFile
+
+__all__ = ["Capture", "Source", "open_source", "describe_uri"]
+
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "tcp://")
+
+
+def describe_uri(uri: str) -> str:
+    """What kind of source a URI names: picam, demo, camera, stream, images or video."""
+    if uri in ("picam", "demo"):
+        return uri
+    if uri.isdigit() or uri.startswith("/dev/video"):
+        return "camera"
+    if uri.startswith(STREAM_SCHEMES):
+        return "stream"
+    p = Path(uri)
+    if p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES:
+        return "images"
+    return "video"
+
+
+def make_source(cfg: SourceConfig, catalogue: Catalogue | None = None,
+                model_size: tuple[int, int] | None = None) -> Source:
+    """Build (not open) the source a config names."""
+    kind = describe_uri(cfg.uri)
+    if kind == "picam":
+        return PiCamera(cfg.width, cfg.height, cfg.fps, lores_size_for(model_size) if model_size else None)
+    if kind == "demo":
+        cat = catalogue or Catalogue.load()
+        src = VideoFile(cat.resolve("demo").paths["video"], pace=cfg.pace, loop=True)
+        src.name = "demo"
+        return src
+    if kind in ("camera", "stream"):
+        return LiveCapture(cfg.uri, cfg.width, cfg.height, cfg.fps)
+    if kind == "images":
+        return ImageFiles(cfg.uri, pace=cfg.pace, loop=cfg.loop)
+    if not Path(cfg.uri).exists():
+        raise SourceError(f"{cfg.uri}: source not found (expected picam, demo, a camera index, "
+                          "/dev/videoN, an rtsp:// or http:// URL, or a video, image or folder path)")
+    return VideoFile(cfg.uri, pace=cfg.pace, loop=cfg.loop)
+
+
+def open_source(cfg: SourceConfig, catalogue: Catalogue | None = None,
+                model_size: tuple[int, int] | None = None) -> Source:
+    src = make_source(cfg, catalogue, model_size)
+    src.open()
+    return src

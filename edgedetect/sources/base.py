@@ -1,0 +1,35 @@
+"""What every source provides: open, read one picture, close."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Capture:
+    """One picture from a source: BGR for display, plus RGB for inference when the
+    camera's ISP already made a small one (picamera2's lores stream)."""
+
+    image: np.ndarray
+    lores: np.ndarray | None = None
+
+
+class Source(Protocol):
+    name: str
+    live: bool  # a camera or stream (frames are lost if not read) rather than a file
+
+    def open(self) -> None: ...
+
+    def read(self) -> Capture | None:
+        """The next picture; None when a finite source has ended. Raises SourceError on failure."""
+        ...
+
+    def close(self) -> None: ...
+
+    @property
+    def fps(self) -> float | None:
+        """Nominal frame rate, when the source knows it."""
+        ...

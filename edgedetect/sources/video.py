@@ -1,0 +1,122 @@
+"""Sources OpenCV opens: video files, V4L2/USB cameras, RTSP/HTTP streams."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+
+from edgedetect.errors import SourceError
+from edgedetect.sources.base import Capture
+from edgedetect.sources.pacing import Pacer
+
+# FFmpeg's RTSP default is UDP, which loses packets on Wi-Fi and smears frames.
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+_TIMEOUT_MS = 5000
+
+
+class VideoFile:
+    live = False
+
+    def __init__(self, path: str | Path, pace: bool = True, loop: bool = False):
+        self.path = Path(path)
+        self.name = str(path)
+        self.pace = pace
+        self.loop = loop
+        self._cap: cv2.VideoCapture | None = None
+        self._pacer = Pacer(None)
+        self._fps: float | None = None
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    def open(self) -> None:
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: video file not found")
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise SourceError(f"{self.path}: cannot open as video (expected a format FFmpeg reads)")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self._fps = fps if 0 < fps < 1000 else 25.0
+        self._cap = cap
+        self._pacer = Pacer(self._fps if self.pace else None)
+
+    def read(self) -> Capture | None:
+        assert self._cap is not None, "open() first"
+        ok, img = self._cap.read()
+        if not ok and self.loop:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, img = self._cap.read()
+        if not ok:
+            return None
+        self._pacer.wait()
+        return Capture(img)
+
+    def interrupt(self) -> None:
+        self._pacer.interrupt()
+
+    def close(self) -> None:
+        self._pacer.interrupt()
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class LiveCapture:
+    """A V4L2 camera (`0`, `/dev/video0`) or a network stream (`rtsp://`, `http://`)."""
+
+    live = True
+
+    def __init__(self, uri: str, width: int = 1280, height: int = 720, fps: float = 30.0):
+        self.uri = uri
+        self.name = uri
+        self.width, self.height, self.req_fps = width, height, fps
+        self._cap: cv2.VideoCapture | None = None
+        self._fps: float | None = None
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    def _device(self) -> int | str | None:
+        if self.uri.isdigit():
+            return int(self.uri)
+        if self.uri.startswith("/dev/video"):
+            return self.uri
+        return None
+
+    def open(self) -> None:
+        dev = self._device()
+        if dev is not None:
+            if isinstance(dev, str) and not Path(dev).exists():
+                raise SourceError(f"{dev}: camera device not found (is the camera plugged in?)")
+            cap = cv2.VideoCapture(dev, cv2.CAP_V4L2)
+            if cap.isOpened():
+                # USB cameras deliver far higher rates as MJPEG than as raw YUYV over USB 2.
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+                cap.set(cv2.CAP_PROP_FPS, self.req_fps)
+                cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        else:
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, _TIMEOUT_MS]
+            cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            raise SourceError(f"{self.uri}: cannot open camera or stream")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self._fps = fps if 0 < fps < 1000 else None
+        self._cap = cap
+
+    def read(self) -> Capture | None:
+        assert self._cap is not None, "open() first"
+        ok, img = self._cap.read()
+        if not ok or img is None:
+            raise SourceError(f"{self.uri}: no frame (camera unplugged or stream stopped)")
+        return Capture(img)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None

@@ -1,0 +1,178 @@
+"""Pipeline figures: rates, timing percentiles, drops, process and system load, temperature.
+
+Stages record events; `snapshot()` turns them into the figures that `/api/stats`, the log
+line and the other sinks show. Names follow Frigate's stats where they mean the same thing
+(camera_fps, detection/inference fps, skipped_fps, inference_speed as inference_ms).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any, Callable
+
+import numpy as np
+import psutil
+
+from edgedetect import clock
+from edgedetect.sysfs import SysfsReader
+
+RATE_WINDOW_S = 5.0
+
+
+class RateMeter:
+    """Events per second over the last few seconds."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S):
+        self.window = window_s
+        self._times: deque[float] = deque()
+        self.total = 0
+
+    def tick(self, t: float) -> None:
+        self._times.append(t)
+        self.total += 1
+
+    def rate(self, t: float) -> float:
+        cutoff = t - self.window
+        while self._times and self._times[0] < cutoff:
+            self._times.popleft()
+        n = len(self._times)
+        if n < 2:
+            return 0.0
+        # Over the span the window actually covers, so the figure is right from the start.
+        span = max(t - self._times[0], self._times[-1] - self._times[0])
+        return (n - 1) / span if span > 0 else 0.0
+
+
+class Samples:
+    """The last N values of a timing, for mean and percentiles."""
+
+    def __init__(self, size: int):
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, v: float) -> None:
+        self._values.append(v)
+
+    def summary(self) -> dict[str, float]:
+        if not self._values:
+            return {}
+        a = np.fromiter(self._values, float, len(self._values))
+        p50, p95 = np.percentile(a, [50, 95])
+        return {"mean": round(float(a.mean()), 2), "p50": round(float(p50), 2), "p95": round(float(p95), 2)}
+
+
+class PipelineStats:
+    def __init__(self, window: int = 120, sysfs_root: str = "/sys",
+                 dropped: Callable[[], int] = lambda: 0):
+        self._lock = threading.Lock()
+        self.camera = RateMeter()
+        self.inference = RateMeter()
+        self.published = RateMeter()
+        self.skipped = RateMeter()
+        self.inference_ms = Samples(window)
+        self.latency_ms = Samples(window)
+        self.detections_per_frame = Samples(window)
+        self.inference_errors = 0
+        self._dropped = dropped
+        self._sysfs = SysfsReader(sysfs_root)
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # first call primes the counter
+        psutil.cpu_percent(None)
+        self.started = clock.now()
+        self.source_state = "starting"
+        self.source_name = ""
+        self.model_name = ""
+        self.extra: dict[str, Callable[[], Any]] = {}
+        self._cpu = {"process": 0.0, "system": 0.0}
+        self._cpu_t = self.started
+
+    def _cpu_percent(self, t: float) -> dict[str, float]:
+        # psutil measures since its previous call; several readers (API, log, MQTT) would
+        # otherwise each shorten the others' interval to noise.
+        if t - self._cpu_t >= 1.0:
+            self._cpu = {
+                "process": round(self._process.cpu_percent(None), 1),
+                "system": round(psutil.cpu_percent(None), 1),
+            }
+            self._cpu_t = t
+        return dict(self._cpu)
+
+    def captured(self, t: float) -> None:
+        with self._lock:
+            self.camera.tick(t)
+
+    def inferred(self, t: float, ms: float, n_detections: int) -> None:
+        with self._lock:
+            self.inference.tick(t)
+            self.inference_ms.add(ms)
+            self.detections_per_frame.add(n_detections)
+
+    def skipped_frame(self, t: float) -> None:
+        with self._lock:
+            self.skipped.tick(t)
+
+    def published_frame(self, t: float, t_capture: float) -> None:
+        with self._lock:
+            self.published.tick(t)
+            self.latency_ms.add((t - t_capture) * 1000.0)
+
+    def inference_failed(self) -> None:
+        with self._lock:
+            self.inference_errors += 1
+
+    def banner(self) -> str:
+        """The short figures drawn on the stream; cheap enough to call per frame."""
+        t = clock.now()
+        with self._lock:
+            fps = self.inference.rate(t)
+            ms = self.inference_ms.summary().get("p50", 0.0)
+        return f"{fps:.1f} fps  {ms:.1f} ms"
+
+    def snapshot(self) -> dict[str, Any]:
+        t = clock.now()
+        with self._lock:
+            snap: dict[str, Any] = {
+                "uptime_s": round(t - self.started, 1),
+                "source": self.source_name,
+                "source_state": self.source_state,
+                "model": self.model_name,
+                "camera_fps": round(self.camera.rate(t), 2),
+                "inference_fps": round(self.inference.rate(t), 2),
+                "published_fps": round(self.published.rate(t), 2),
+                "skipped_fps": round(self.skipped.rate(t), 2),
+                "frames_captured": self.camera.total,
+                "frames_inferred": self.inference.total,
+                "frames_published": self.published.total,
+                "frames_skipped": self.skipped.total,
+                "dropped_frames": self._dropped(),
+                "inference_errors": self.inference_errors,
+                "inference_ms": self.inference_ms.summary(),
+                "latency_ms": self.latency_ms.summary(),
+            }
+            snap["cpu_percent"] = self._cpu_percent(t)
+        mem = self._process.memory_info()
+        snap["rss_mb"] = round(mem.rss / 2**20, 1)
+        thermal = self._sysfs.read()
+        if thermal.temperature_c is not None:
+            snap["temperature_c"] = round(thermal.temperature_c, 1)
+        if thermal.throttled is not None:
+            snap["throttled"] = hex(thermal.throttled)
+            snap["throttled_flags"] = thermal.flags
+        for key, fn in self.extra.items():
+            snap[key] = fn()
+        return snap
+
+
+def log_line(snap: dict[str, Any]) -> str:
+    """One key=value line, flat, for journalctl and grep."""
+    parts = []
+    for key, value in snap.items():
+        if isinstance(value, dict):
+            parts += [f"{key}_{k}={v}" for k, v in value.items()]
+        elif isinstance(value, list):
+            parts.append(f"{key}={','.join(map(str, value)) or '-'}")
+        elif isinstance(value, str):
+            parts.append(f"{key}={value or '-'}")
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)

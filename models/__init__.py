@@ -1,0 +1,1 @@
+"""Installed as `edgedetect.catalogue_data`: carries catalogue.toml into the wheel."""
