@@ -17,6 +17,21 @@ from edgedetect.errors import SourceError
 from edgedetect.sources.base import Capture
 
 
+# Preview configurations deliver full-range YUV (sYCC); OpenCV's YUV->RGB assumes video
+# range (BT.601, Y 16..235), so full-range input comes out over-bright. Squeeze first.
+_Y_TO_VIDEO_RANGE = np.round(np.arange(256) * 219 / 255 + 16).astype(np.uint8)
+_C_TO_VIDEO_RANGE = np.round((np.arange(256) - 128) * 224 / 255 + 128).astype(np.uint8)
+
+
+def yuv420_full_range_to_rgb(yuv: np.ndarray) -> np.ndarray:
+    """Planar YUV420 (rows: H of Y, then H/2 of U and V) in full range to RGB."""
+    h = yuv.shape[0] * 2 // 3
+    video = np.empty_like(yuv)
+    cv2.LUT(yuv[:h], _Y_TO_VIDEO_RANGE, dst=video[:h])
+    cv2.LUT(yuv[h:], _C_TO_VIDEO_RANGE, dst=video[h:])
+    return cv2.cvtColor(video, cv2.COLOR_YUV420p2RGB)
+
+
 def lores_size_for(model_size: tuple[int, int]) -> tuple[int, int]:
     """Lores dimensions for a model input: width a multiple of 64 so rows carry no padding,
     height even for 4:2:0 chroma."""
@@ -83,8 +98,7 @@ class PiCamera:
             main = np.ascontiguousarray(request.make_array("main")[:, :, :3])
             lores = None
             if self.lores:
-                yuv = request.make_array("lores")
-                lores = cv2.cvtColor(yuv, cv2.COLOR_YUV420p2RGB)
+                lores = yuv420_full_range_to_rgb(request.make_array("lores"))
         finally:
             request.release()  # return the buffer to libcamera at once, or capture stalls
         return Capture(main, lores)

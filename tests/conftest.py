@@ -1,0 +1,46 @@
+"""Shared fixtures: the real models and media in ../shared, and the daemon run as a process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+MODELS = SHARED / "models"
+MEDIA = SHARED / "media"
+DETECTOR = MODELS / "ssd_mobilenet_v2_coco_quant_postprocess.tflite"
+COCO_LABELS = MODELS / "coco_labels.txt"
+CLASSIFIER = MODELS / "mobilenet_v2_1.0_224_quant.tflite"
+IMAGENET_LABELS = MODELS / "imagenet_labels.txt"
+VTEST = MEDIA / "vtest.avi"
+
+# The catalogue finds files in these mirrors; nothing is downloaded at test time.
+os.environ.setdefault("EDGEDETECT_MODELS_DIR", f"{MODELS}:{MEDIA}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not DETECTOR.is_file():
+        raise pytest.UsageError(f"{DETECTOR} missing: the tests need ../shared (see ../shared/README.md)")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never read or write the user's real model cache."""
+    monkeypatch.setenv("EDGEDETECT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from edgedetect.model import load_model
+
+    return load_model(DETECTOR, COCO_LABELS, threads=2)
+
+
+@pytest.fixture(scope="session")
+def classifier():
+    from edgedetect.model import load_model
+
+    return load_model(CLASSIFIER, IMAGENET_LABELS, threads=2)

@@ -1,0 +1,203 @@
+"""The model runtime against golden results of the real models (measured once, committed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import CLASSIFIER, COCO_LABELS, DETECTOR, IMAGENET_LABELS, MEDIA
+from edgedetect.errors import ModelError
+from edgedetect.labels import read_labels
+from edgedetect.model import DetectFilter, Detector, describe_model, load_model
+from edgedetect.runtime import load_interpreter
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "detections.json").read_text())
+STABLE_SCORE = 0.6  # detections near the 0.5 threshold may come and go across runtimes
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def detect(model, name: str, threshold: float = 0.5):
+    model.set_input(cv2.imread(str(MEDIA / name)))
+    model.invoke()
+    return model.detections(DetectFilter(threshold=threshold))
+
+
+@pytest.mark.parametrize("image", ["kite_and_cold.jpg", "pets.jpg", "grace_hopper.bmp"])
+def test_detector_matches_golden(detector, image):
+    found = detect(detector, image)
+    golden = [g for g in GOLDEN[image] if g["score"] >= STABLE_SCORE]
+    assert golden, "golden file lost its entries"
+    for g in golden:
+        best = max((d for d in found if d.label == g["label"]), key=lambda d: iou(d.box, g["box"]), default=None)
+        assert best is not None, f"{image}: no {g['label']} found"
+        assert iou(best.box, g["box"]) >= 0.8, (image, g, best)
+        assert abs(best.score - g["score"]) <= 0.05, (image, g, best)
+    strong = [d for d in found if d.score >= STABLE_SCORE + 0.05]
+    for d in strong:
+        assert any(g["label"] == d.label and iou(d.box, g["box"]) >= 0.8 for g in GOLDEN[image]), \
+            f"{image}: unexpected {d}"
+
+
+def test_golden_agrees_with_shared_readme(detector):
+    """The independent description in ../shared/README.md: two dogs over 0.9, a person over 0.8."""
+    dogs = [d for d in detect(detector, "pets.jpg") if d.label == "dog" and d.score > 0.9]
+    assert len(dogs) == 2
+    assert any(d.label == "person" and d.score > 0.8 for d in detect(detector, "grace_hopper.bmp"))
+    kites = detect(detector, "kite_and_cold.jpg")
+    assert any(d.label == "kite" and d.score > 0.8 for d in kites)
+    assert any(d.label == "person" and d.score > 0.8 for d in kites)
+
+
+def test_box_corners_are_x_then_y(detector):
+    """Grace Hopper fills a portrait frame: her box is taller than wide in pixels, and the two dogs
+    in pets.jpg sit side by side (different x, overlapping y)."""
+    person = next(d for d in detect(detector, "grace_hopper.bmp") if d.label == "person")
+    x0, y0, x1, y1 = person.pixel_box(512, 600)
+    assert x0 < x1 and y0 < y1
+    dogs = sorted((d for d in detect(detector, "pets.jpg") if d.label == "dog"), key=lambda d: d.box[0])
+    assert dogs[0].box[2] <= dogs[1].box[0] + 0.05  # left dog ends about where the right one starts
+    assert dogs[1].box[0] > 0.5
+
+
+def test_in_tensor_preprocessing_equals_textbook_path(detector):
+    """Resizing into the tensor buffer and converting colour there gives exactly what the
+    ordinary path (resize, cvtColor, set_tensor) gives."""
+    img = cv2.imread(str(MEDIA / "kite_and_cold.jpg"))
+    ours = [(d.label, round(d.score, 4), d.box) for d in detect(detector, "kite_and_cold.jpg", 0.3)]
+    interp = load_interpreter(DETECTOR, 2)
+    inp = interp.get_input_details()[0]
+    rgb = cv2.cvtColor(cv2.resize(img, (300, 300), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+    interp.set_tensor(inp["index"], rgb[None])
+    interp.invoke()
+    out = {d["name"]: interp.get_tensor(d["index"]) for d in interp.get_output_details()}
+    boxes, classes, scores = (out["TFLite_Detection_PostProcess"][0], out["TFLite_Detection_PostProcess:1"][0],
+                              out["TFLite_Detection_PostProcess:2"][0])
+    labels = read_labels(COCO_LABELS)
+    ref = [(labels[int(c)], round(float(s), 4), (float(b[1]), float(b[0]), float(b[3]), float(b[2])))
+           for b, c, s in zip(boxes, classes, scores) if s >= 0.3]
+    assert [(a, b) for a, b, _ in ours] == [(a, b) for a, b, _ in ref]
+    for (_, _, mine), (_, _, theirs) in zip(ours, ref):
+        assert np.allclose(mine, np.clip(theirs, 0, 1), atol=1e-6)
+
+
+def test_filters(detector):
+    allow = DetectFilter(threshold=0.5, allow=frozenset({"person"}))
+    detector.set_input(cv2.imread(str(MEDIA / "kite_and_cold.jpg")))
+    detector.invoke()
+    assert {d.label for d in detector.detections(allow)} == {"person"}
+    deny = DetectFilter(threshold=0.5, deny=frozenset({"person"}))
+    assert "person" not in {d.label for d in detector.detections(deny)}
+    assert len(detector.detections(DetectFilter(threshold=0.3, max_detections=2))) == 2
+    scores = [d.score for d in detector.detections(DetectFilter(threshold=0.3))]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.3
+
+
+def test_classifier_top1_cat(classifier):
+    classifier.set_input(cv2.imread(str(MEDIA / "cat.bmp")))
+    classifier.invoke()
+    top = classifier.top(3)
+    golden = GOLDEN["cat.bmp"]
+    assert top[0].label == golden[0]["label"] == "Egyptian cat"
+    assert abs(top[0].score - golden[0]["score"]) <= 0.05
+    assert [c.label for c in top] == [g["label"] for g in golden]
+
+
+def test_classifier_labels_without_background_line(tmp_path):
+    lines = (IMAGENET_LABELS.read_text().splitlines())[1:]  # drop "background"
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(lines) + "\n")
+    model = load_model(CLASSIFIER, labels, 1)
+    model.set_input(cv2.imread(str(MEDIA / "cat.bmp")))
+    model.invoke()
+    assert model.top(1)[0].label == "Egyptian cat"
+
+
+def test_detector_labels_one_per_line_with_background(tmp_path):
+    names = [line.split(maxsplit=1)[1] for line in COCO_LABELS.read_text().splitlines() if line.strip()]
+    ids = [int(line.split()[0]) for line in COCO_LABELS.read_text().splitlines() if line.strip()]
+    table = ["???"] * (max(ids) + 2)
+    table[0] = "background"
+    for i, n in zip(ids, names):
+        table[i + 1] = n
+    labels = tmp_path / "labelmap.txt"
+    labels.write_text("\n".join(table) + "\n")
+    model = load_model(DETECTOR, labels, 1)
+    assert {d.label for d in detect(model, "pets.jpg")} == {"dog"}
+
+
+def test_labels_formats(tmp_path):
+    coco = read_labels(COCO_LABELS)
+    assert coco[0] == "person" and coco[89] == "toothbrush" and 11 not in coco  # COCO ids have gaps
+    imagenet = read_labels(IMAGENET_LABELS)
+    assert imagenet[0] == "background" and len(imagenet) == 1001
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(ModelError, match="empty"):
+        read_labels(empty)
+
+
+def test_classifier_with_too_few_labels(tmp_path):
+    labels = tmp_path / "few.txt"
+    labels.write_text("cat\ndog\n")
+    with pytest.raises(ModelError, match=r"2 labels for a classifier with 1001 classes"):
+        load_model(CLASSIFIER, labels, 1)
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "not a TFLite model"),
+    (b"hello, this is text and not a flatbuffer", "not a TFLite model"),
+])
+def test_not_a_model(tmp_path, content, expected):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(content)
+    with pytest.raises(ModelError, match=expected) as e:
+        load_model(bad)
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_truncated_model(tmp_path):
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(DETECTOR.read_bytes()[: 200_000])
+    with pytest.raises(ModelError, match="truncated or corrupt") as e:
+        load_model(cut)
+    assert str(cut) in str(e.value)
+
+
+def test_missing_model(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_model(tmp_path / "nope.tflite")
+
+
+def test_describe_model():
+    d = describe_model(DETECTOR)
+    text = "\n".join(d.lines())
+    assert d.kind == "detector"
+    assert "[1x300x300x3] uint8 scale=0.0078125 zero_point=128" in text
+    assert d.size_bytes == DETECTOR.stat().st_size
+    assert d.quantized_weights > 100
+
+
+def test_detector_outputs_found_by_name_not_position(tmp_path, detector):
+    """Same tensors in another order are still mapped right (TF2 exports reorder them)."""
+    from edgedetect.model import _detection_outputs
+
+    outs = list(reversed(detector.outputs))
+    mapped = _detection_outputs(outs)
+    by_index = {t.index: t for t in detector.outputs}
+    assert by_index[mapped.boxes].shape == (1, 20, 4)
+    assert by_index[mapped.classes].name.endswith(":1")
+    assert by_index[mapped.scores].name.endswith(":2")
+    assert by_index[mapped.count].shape == (1,)
+    assert isinstance(detector, Detector)

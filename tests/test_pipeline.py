@@ -1,0 +1,109 @@
+"""The pipeline's stages in-process: newest frame wins, drops are counted, stats add up."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from conftest import VTEST
+from edgedetect.capture import CaptureThread
+from edgedetect.frames import Detection, Frame, Result
+from edgedetect.model import DetectFilter
+from edgedetect.publish import Publisher
+from edgedetect.slot import LatestSlot
+from edgedetect.sources.video import VideoFile
+from edgedetect.stats import PipelineStats, RateMeter, log_line
+from edgedetect.worker import InferenceWorker
+
+
+def test_slot_newest_wins_and_counts_drops():
+    slot: LatestSlot[int] = LatestSlot()
+    for i in range(5):
+        slot.put(i)
+    assert slot.take(0) == 4 and slot.dropped == 4
+    assert slot.take(0.01) is None
+    slot.put(5)
+    assert slot.take(0) == 5 and slot.dropped == 4
+
+
+def test_slot_close_wakes_taker():
+    slot: LatestSlot[int] = LatestSlot()
+    got = []
+    t = threading.Thread(target=lambda: got.append(slot.take(10)))
+    t.start()
+    time.sleep(0.05)
+    slot.close()
+    t.join(1)
+    assert not t.is_alive() and got == [None]
+
+
+def test_rate_meter():
+    m = RateMeter(window_s=5)
+    for i in range(51):
+        m.tick(100 + i * 0.1)
+    assert abs(m.rate(105.0) - 10.0) < 0.01
+    assert m.rate(200.0) == 0.0
+
+
+def test_pipeline_on_vtest_unpaced(detector):
+    """Unpaced decoding outruns the detector: frames are dropped, never queued, and every
+    published result is newer than the one before."""
+    slot: LatestSlot[Frame] = LatestSlot()
+    stats = PipelineStats(dropped=lambda: slot.dropped)
+    pub = Publisher(stats)
+    seen: list[Result] = []
+    pub.add_listener(seen.append)
+    src = VideoFile(VTEST, pace=False)
+    src.open()
+    cap = CaptureThread(lambda: VideoFile(VTEST, pace=False), slot, stats, source=src)
+    worker = InferenceWorker(detector, slot, pub.publish, stats, DetectFilter(threshold=0.5))
+    worker.start()
+    cap.start()
+    deadline = time.monotonic() + 60
+    while stats.source_state != "ended" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    cap.stop(), worker.stop()
+    cap.join(2), worker.join(2)
+    snap = stats.snapshot()
+    assert snap["source_state"] == "ended"
+    assert snap["frames_captured"] == 795
+    # every captured frame was either inferred or dropped (the last may still be in the slot)
+    assert snap["frames_inferred"] + snap["dropped_frames"] in (795, 794)
+    assert snap["frames_published"] == snap["frames_inferred"] == len(seen)
+    indices = [r.frame.index for r in seen]
+    assert indices == sorted(indices) and len(set(indices)) == len(indices)
+    persons = [sum(d.label == "person" for d in r.detections) for r in seen]
+    assert np.mean(persons) >= 2  # about five people walk through every frame
+    assert snap["inference_ms"]["p50"] > 0 and snap["latency_ms"]["p50"] >= snap["inference_ms"]["p50"] * 0.5
+
+
+def test_publisher_encodes_once_per_result_lazily():
+    stats = PipelineStats()
+    pub = Publisher(stats)
+    img = np.zeros((120, 160, 3), np.uint8)
+    result = Result(Frame(0, 0.0, img), [Detection(0, "person", 0.9, (0.1, 0.1, 0.5, 0.9))])
+    pub.publish(result)
+    assert pub.encoded == 0  # nobody asked: nothing drawn or encoded
+    a = pub.jpeg()
+    b = pub.jpeg()
+    assert a == b and pub.encoded == 1 and a[1][:2] == b"\xff\xd8"
+    assert img[12, 40:80].any()  # box drawn on the frame (top edge at y=0.1*120)
+    pub.publish(Result(Frame(1, 0.0, img.copy())))
+    pub.jpeg()
+    assert pub.encoded == 2
+
+
+def test_placeholder_shown_while_source_away():
+    pub = Publisher(PipelineStats())
+    pub.publish_placeholder("no signal: reconnecting", (320, 240))
+    seq, jpg = pub.jpeg()
+    assert seq == 1 and jpg[:2] == b"\xff\xd8" and pub.placeholder
+
+
+def test_log_line_is_flat_key_values():
+    line = log_line({"camera_fps": 9.9, "inference_ms": {"p50": 5.0, "p95": 7.5}, "source": "demo",
+                     "throttled_flags": ["under_voltage"]})
+    assert line == "camera_fps=9.9 inference_ms_p50=5.0 inference_ms_p95=7.5 source=demo throttled_flags=under_voltage"
