@@ -30,19 +30,36 @@ class CaptureThread:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._index = 0
+        self.started_t = 0.0
         self.last_frame_t = 0.0
+        self._progress_t = 0.0  # last sign of life: start, an open attempt, a frame
+        self._waiting_s = 0.0  # a backoff the thread is sleeping through on purpose
+        self._delay = BACKOFF_START_S  # grows with each failure, back to the start with a frame
 
     @property
     def state(self) -> str:
         return self._stats.source_state
 
     def _set_state(self, state: str) -> None:
+        if self._stop.is_set():
+            return  # stopped or abandoned: the state belongs to whoever replaced this thread
         if self._stats.source_state != state:
             log.info("source %s: %s", self._stats.source_name or "?", state)
         self._stats.source_state = state
 
     def start(self) -> None:
+        self.started_t = self._progress_t = clock.now()
         self._thread.start()
+
+    @property
+    def idle_s(self) -> float:
+        """Seconds without a sign of life, not counting a deliberate backoff sleep."""
+        return clock.now() - self._progress_t - self._waiting_s
+
+    def abandon(self) -> None:
+        """Give up on a thread stuck in a capture call that never returns (a hung driver or
+        stream). It is told to stop; if the call ever returns, it exits without publishing."""
+        self.stop()
 
     def stop(self) -> None:
         self._stop.set()
@@ -55,18 +72,24 @@ class CaptureThread:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
+    def _backoff(self, reason: SourceError) -> None:
+        self._set_state("reconnecting")
+        delay = self._delay
+        log.warning("%s; retrying in %.1f s", reason, delay)
+        self._waiting_s = delay
+        self._stop.wait(delay)
+        self._progress_t, self._waiting_s = clock.now(), 0.0
+        self._delay = min(delay * 2, BACKOFF_MAX_S)
+
     def _open(self) -> Source | None:
-        delay = BACKOFF_START_S
         while not self._stop.is_set():
+            self._progress_t = clock.now()
             try:
                 src = self._make_source()
                 src.open()
                 return src
             except SourceError as e:
-                self._set_state("reconnecting")
-                log.warning("%s; retrying in %.1f s", e, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+                self._backoff(e)
         return None
 
     def _run(self) -> None:
@@ -88,27 +111,27 @@ class CaptureThread:
             try:
                 self._read_until_end(src)
             except SourceError as e:
-                if self._stop.is_set():
-                    return
-                log.warning("%s", e)
-                self._set_state("reconnecting")
                 self._source = None
                 src.close()
-                self._stop.wait(BACKOFF_START_S)
+                if self._stop.is_set():
+                    return
+                self._backoff(e)
                 continue
             if self._stop.is_set():
                 return
             # A finite source (file, images) that ended without --loop: keep serving the last frame.
             self._set_state("ended")
+            self._waiting_s = float("inf")
             self._stop.wait()
 
     def _read_until_end(self, src: Source) -> None:
         while not self._stop.is_set():
             cap = src.read()
-            if cap is None:
+            if cap is None or self._stop.is_set():
                 return
             t = clock.now()
-            self.last_frame_t = t
+            self.last_frame_t = self._progress_t = t
+            self._delay = BACKOFF_START_S
             self._slot.put(Frame(self._index, t, cap.image, cap.lores))
             self._index += 1
             self._stats.captured(t)

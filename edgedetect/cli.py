@@ -28,7 +28,7 @@ CONFIG_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--max-detections", "detect.max_detections", {"type": int}),
     ("--host", "http.host", {"help": "address to serve on (default 127.0.0.1)"}),
     ("--port", "http.port", {"type": int, "help": "port to serve on (default 8080)"}),
-    ("--token", "http.token", {"help": "access token required from non-loopback viewers"}),
+    ("--token", "http.token", {"help": "access token viewers must present (required off loopback)"}),
     ("--stats-interval", "stats.interval", {"type": float, "help": "seconds between stats lines"}),
     ("--sysfs-root", "stats.sysfs_root", {"help": "sysfs root for temperature and throttling"}),
 ]

@@ -63,7 +63,9 @@ class HttpConfig:
     port: int = _f(8080, "TCP port", 0, 65535)
     jpeg_quality: int = _f(80, "JPEG quality of the stream", 10, 100)
     max_viewers: int = _f(8, "concurrent stream viewers; more get 503", 1, 1000)
-    token: str = _f("", "access token required from non-loopback clients (header or ?token=)")
+    client_timeout: float = _f(10.0, "seconds a client may stall (not sending its request, not reading) before it is dropped", 0.5, 600)
+    token: str = _f("", "access token viewers must present (Authorization: Bearer, X-Edgedetect-Token or ?token=); "
+                        "required when host is not loopback")
 
 
 @dataclass

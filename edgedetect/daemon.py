@@ -34,6 +34,7 @@ from edgedetect.worker import InferenceWorker
 log = logging.getLogger("edgedetect")
 
 SHUTDOWN_JOIN_S = 1.5
+MAX_SOURCE_RESTARTS = 3  # stall restarts without a frame before the source counts as failed
 MONITOR_PERIOD_S = 0.25
 
 
@@ -111,6 +112,7 @@ class Daemon:
         self.capture: CaptureThread | None = None
         self.worker: InferenceWorker | None = None
         self.reporter = StatsReporter(self.stats, cfg.stats.interval, [log_sink])
+        self.source_restarts = 0
         self.first_result = threading.Event()
         self.fatal = threading.Event()
         self._started = False
@@ -148,9 +150,9 @@ class Daemon:
             except UserError:
                 source.close()
                 raise
+            self.stats.extra["viewers"] = lambda: self.server.viewers if self.server else 0
         self.publisher.add_listener(lambda r: self.first_result.set())
-        self.capture = CaptureThread(lambda: make_source(cfg.source, self.catalogue, self.model.input_size),
-                                     self.slot, self.stats, source=source)
+        self.capture = CaptureThread(self._make_source, self.slot, self.stats, source=source)
         self.worker = InferenceWorker(self.model, self.slot, self.publisher.publish, self.stats,
                                       detect_filter(cfg), cfg.detect.top_k, cfg.pipeline.max_inference_failures)
         try:
@@ -170,6 +172,10 @@ class Daemon:
             ext.start()
         self._started = True
 
+    def _make_source(self):
+        assert self.model is not None
+        return make_source(self.cfg.source, self.catalogue, self.model.input_size)
+
     # --- running ----------------------------------------------------------------------------
 
     def healthy(self) -> tuple[bool, str]:
@@ -180,17 +186,45 @@ class Daemon:
             return True, "source ended"
         if state != "running":
             return False, f"source {state}"
-        assert self.worker is not None
+        assert self.worker is not None and self.capture is not None
+        limit = self.cfg.pipeline.stall_timeout
+        if self.capture.idle_s > limit:
+            return False, f"stalled: no frame from the source for {self.capture.idle_s:.0f} s"
         idle = clock.now() - self.worker.last_result_t
-        if idle > self.cfg.pipeline.stall_timeout:
-            return False, f"no frame processed for {idle:.0f} s"
+        # Frames arrive but none is processed: inference is stuck.
+        if idle > limit:
+            return False, f"stalled: no frame processed for {idle:.0f} s"
         return True, "ok"
+
+    def _check_source_stall(self) -> None:
+        """A capture call that hangs (driver, network) never raises: notice the silence and
+        restart the source in a new thread; after a few fruitless restarts, report failure."""
+        cap = self.capture
+        if cap is None or self.stats.source_state not in ("running", "reconnecting"):
+            return
+        if cap.last_frame_t > cap.started_t:
+            self.source_restarts = 0
+        if cap.idle_s <= self.cfg.pipeline.stall_timeout:
+            return
+        self.source_restarts += 1
+        if self.source_restarts > MAX_SOURCE_RESTARTS:
+            log.error("source %s: no frame after %d restarts; giving up (systemd's watchdog restarts the service)",
+                      self.stats.source_name, MAX_SOURCE_RESTARTS)
+            self.stats.source_state = "failed"
+            return
+        log.warning("source %s: no frame for %.0f s; restarting it (%d/%d)", self.stats.source_name,
+                    cap.idle_s, self.source_restarts, MAX_SOURCE_RESTARTS)
+        cap.abandon()
+        self.stats.source_state = "reconnecting"
+        self.capture = CaptureThread(self._make_source, self.slot, self.stats)
+        self.capture.start()
 
     def tick(self) -> None:
         """Periodic supervision from the main thread."""
         if self.worker is not None and self.worker.failed.is_set():
             self.exit_code = 1
             self.fatal.set()
+        self._check_source_stall()
         if self.capture is not None and self.stats.source_state in ("reconnecting", "failed"):
             if not self.publisher.placeholder:
                 self.publisher.publish_placeholder(f"no signal: {self.stats.source_state}")

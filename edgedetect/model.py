@@ -18,6 +18,7 @@ from edgedetect.errors import ModelError
 from edgedetect.frames import Classification, Detection
 from edgedetect.labels import has_background, label_for, read_labels
 from edgedetect.runtime import load_interpreter
+from edgedetect.tflite_file import postprocess_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,24 +175,53 @@ class Model:
         self.interp.invoke()
 
 
+class _OutputBuffers:
+    """Output tensors copied into arrays made once, instead of `get_tensor`'s fresh copy of
+    each output per frame."""
+
+    def __init__(self, interp: Any, infos: list[TensorInfo]):
+        self._getters = [interp.tensor(t.index) for t in infos]
+        self.arrays = [np.empty(t.shape, np.dtype(t.dtype)) for t in infos]
+
+    def read(self) -> list[np.ndarray]:
+        for get, buf in zip(self._getters, self.arrays):
+            view = get()
+            try:
+                np.copyto(buf, view)
+            finally:
+                del view  # no view of the runtime's buffers may outlive this call (see _InputWriter)
+        return self.arrays
+
+
 class Detector(Model):
     kind = "detector"
 
-    def __init__(self, *args: Any, outputs_map: _Outputs, **kw: Any):
+    def __init__(self, *args: Any, outputs_map: _Outputs, num_classes: int | None = None, **kw: Any):
         super().__init__(*args, **kw)
         self._out = outputs_map
+        self.num_classes = num_classes
         self._label_offset = 1 if has_background(self.labels) else 0
+        if self.labels and num_classes:
+            covered = max(self.labels) + 1 - self._label_offset
+            if covered < num_classes:
+                raise ModelError(
+                    f"labels: ids up to {covered - 1} for a detector with {num_classes} classes "
+                    f"(expected labels for class ids 0..{num_classes - 1})"
+                )
+        by_index = {t.index: t for t in self.outputs}
+        order = (outputs_map.count, outputs_map.scores, outputs_map.boxes, outputs_map.classes)
+        self._buffers = _OutputBuffers(self.interp, [by_index[i] for i in order])
 
     def detections(self, flt: DetectFilter) -> list[Detection]:
-        get = self.interp.get_tensor
-        count = int(np.ravel(get(self._out.count))[0])
-        scores = get(self._out.scores)[0][:count]
+        count_a, scores_a, boxes_a, classes_a = self._buffers.read()
+        count = int(count_a.reshape(-1)[0])
+        scores = scores_a[0][:count]
         keep = np.flatnonzero(scores >= flt.threshold)
         if keep.size == 0:
             return []
         keep = keep[np.argsort(-scores[keep], kind="stable")]
-        boxes = get(self._out.boxes)[0]
-        classes = get(self._out.classes)[0]
+        boxes = boxes_a[0]
+        classes = classes_a[0]
         found: list[Detection] = []
         for i in keep:
             class_id = int(classes[i])
@@ -211,6 +241,7 @@ class Classifier(Model):
     def __init__(self, *args: Any, **kw: Any):
         super().__init__(*args, **kw)
         self.output = self.outputs[0]
+        self._buffers = _OutputBuffers(self.interp, [self.output])
         n = int(np.prod(self.output.shape))
         if len(self.labels) == n:
             self._label_offset = 0
@@ -223,7 +254,7 @@ class Classifier(Model):
             )
 
     def top(self, k: int = 5, threshold: float = 0.0) -> list[Classification]:
-        raw = self.interp.get_tensor(self.output.index).reshape(-1)
+        raw = self._buffers.read()[0].reshape(-1)
         if self.output.quantized:
             scores = (raw.astype(np.float32) - self.output.zero_point) * self.output.scale
         else:
@@ -304,11 +335,20 @@ def load_model(path: str | Path, labels_path: str | Path | None = None, threads:
     labels = read_labels(labels_path) if labels_path else {}
     mapped = _detection_outputs(outputs)
     if mapped is not None:
-        return Detector(path, interp, inputs, outputs, labels, input_range, outputs_map=mapped)
+        options = postprocess_options(path) or {}
+        num_classes = options.get("num_classes")
+        try:
+            return Detector(path, interp, inputs, outputs, labels, input_range, outputs_map=mapped,
+                            num_classes=int(num_classes) if num_classes else None)
+        except ModelError as e:
+            raise ModelError(f"{labels_path}: {str(e).removeprefix('labels: ')}") from None
     if len(outputs) == 1 and len(outputs[0].shape) == 2 and outputs[0].shape[0] == 1:
         if not labels:
             labels = {i: f"class {i}" for i in range(outputs[0].shape[1])}
-        return Classifier(path, interp, inputs, outputs, labels, input_range)
+        try:
+            return Classifier(path, interp, inputs, outputs, labels, input_range)
+        except ModelError as e:
+            raise ModelError(f"{labels_path}: {str(e).removeprefix('labels: ')}") from None
     raise ModelError(
         f"{path}: unsupported outputs ({_listing(outputs)}); expected a detector with "
         "TFLite_Detection_PostProcess outputs (boxes [1,N,4], classes [1,N], scores [1,N], count [1]) "

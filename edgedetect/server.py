@@ -2,7 +2,7 @@
 
 Standard library only. Every stream client gets its own thread that always sends the newest
 JPEG; a client that reads slowly skips frames (its own, nobody else's) and one that stops
-reading is dropped after a send timeout. Nothing outside the package's own viewer page is
+reading is dropped after `client_timeout`. Nothing outside the package's own viewer page is
 ever read from disk.
 """
 
@@ -28,7 +28,6 @@ from edgedetect.publish import Publisher
 log = logging.getLogger("edgedetect.http")
 
 BOUNDARY = "edgedetect-frame"
-SEND_TIMEOUT_S = 10.0
 ROUTES = {"/", "/index.html", "/stream.mjpg", "/snapshot.jpg", "/api/stats", "/api/detections", "/healthz"}
 
 # An extension's route: returns (status, body, content type).
@@ -48,10 +47,49 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+    max_connections = 64  # one thread each; more are refused at once rather than piling up
+
+    def __init__(self, *args: Any, **kw: Any):
+        self._active = 0
+        self._active_lock = threading.Lock()
+        super().__init__(*args, **kw)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            full = self._active >= self.max_connections
+            if not full:
+                self._active += 1
+        if full:
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ViewerServer:
     def __init__(self, cfg: HttpConfig, publisher: Publisher, api: Api):
+        if not is_loopback(cfg.host) and not cfg.token:
+            raise UserError(f"http.host = {cfg.host!r} serves the network: set http.token (or --token) so that "
+                            "viewers must present it, or keep host = \"127.0.0.1\"")
         self.cfg = cfg
         self.publisher = publisher
         self.api = api
@@ -102,14 +140,11 @@ class ViewerServer:
         with self._viewers_lock:
             self._viewers -= 1
 
-    def authorised(self, client_ip: str, headers: Any, query: dict[str, list[str]]) -> bool:
+    def authorised(self, headers: Any, query: dict[str, list[str]]) -> bool:
+        """With a token set, every client presents it, local ones too: a reverse proxy on the
+        Pi would otherwise make every remote viewer look local."""
         if not self.cfg.token:
             return True
-        try:
-            if ipaddress.ip_address(client_ip.split("%")[0]).is_loopback:
-                return True
-        except ValueError:
-            pass
         given = query.get("token", [""])[0]
         auth = headers.get("Authorization", "")
         if auth.startswith("Bearer "):
@@ -123,7 +158,11 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
         server_version = "edgedetect"
         sys_version = ""
         protocol_version = "HTTP/1.1"
-        timeout = SEND_TIMEOUT_S  # per-socket: a client that stops reading is dropped
+        # Unparseable requests still get a status line (the stdlib would answer as HTTP/0.9).
+        default_request_version = "HTTP/1.0"
+        error_content_type = "text/plain; charset=utf-8"
+        error_message_format = "%(code)d %(message)s\n"
+        timeout = srv.cfg.client_timeout  # per socket: a client that stops sending or reading is dropped
 
         def log_message(self, fmt: str, *args: Any) -> None:  # access log only when debugging
             log.debug("%s %s", self.client_address[0], fmt % args)
@@ -153,7 +192,7 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
                 self._error(HTTPStatus.NOT_FOUND)
                 return None
             query = parse_qs(parts.query)
-            if not srv.authorised(self.client_address[0], self.headers, query):
+            if not srv.authorised(self.headers, query):
                 self._error(HTTPStatus.UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
                 return None
             return parts.path, query

@@ -136,7 +136,8 @@ class PipelineStats:
                 "source": self.source_name,
                 "source_state": self.source_state,
                 "model": self.model_name,
-                "camera_fps": round(self.camera.rate(t), 2),
+                # A source that is away delivers nothing, whatever the last seconds' rate says.
+                "camera_fps": round(self.camera.rate(t), 2) if self.source_state == "running" else 0.0,
                 "inference_fps": round(self.inference.rate(t), 2),
                 "published_fps": round(self.published.rate(t), 2),
                 "skipped_fps": round(self.skipped.rate(t), 2),

@@ -33,7 +33,7 @@ class VideoFile:
         return self._fps
 
     def open(self) -> None:
-        if not self.path.is_file():
+        if not self.path.exists() or self.path.is_dir():  # a FIFO is fine: recorders write into them
             raise SourceError(f"{self.path}: video file not found")
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
@@ -47,8 +47,12 @@ class VideoFile:
         assert self._cap is not None, "open() first"
         ok, img = self._cap.read()
         if not ok and self.loop:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            # Reopen rather than seek: the file may have been replaced or cut short meanwhile.
+            self._cap.release()
+            self.open()
             ok, img = self._cap.read()
+            if not ok:
+                raise SourceError(f"{self.path}: no frame after reopening (file empty or corrupt)")
         if not ok:
             return None
         self._pacer.wait()
