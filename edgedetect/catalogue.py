@@ -73,6 +73,15 @@ def _parse(data: dict, origin: str) -> dict[str, Entry]:
     return entries
 
 
+def _catalogue_text() -> str:
+    """models/catalogue.toml: installed as package data, or read from a source checkout that
+    runs without being installed (PYTHONPATH=repo)."""
+    try:
+        return resources.files("edgedetect.catalogue_data").joinpath("catalogue.toml").read_text("utf-8")
+    except ModuleNotFoundError:
+        return (Path(__file__).resolve().parent.parent / "models" / "catalogue.toml").read_text("utf-8")
+
+
 def mirror_dirs(cli_dirs: str | None = None) -> list[Path]:
     spec = ":".join(s for s in (cli_dirs, os.environ.get("EDGEDETECT_MODELS_DIR")) if s)
     return [Path(p).expanduser() for p in spec.split(":") if p]
@@ -102,8 +111,7 @@ class Catalogue:
 
     @classmethod
     def load(cls, models_dir: str | None = None) -> "Catalogue":
-        text = resources.files("edgedetect.catalogue_data").joinpath("catalogue.toml").read_text("utf-8")
-        return cls(_parse(tomllib.loads(text), "catalogue.toml"), mirror_dirs(models_dir), cache_dir())
+        return cls(_parse(tomllib.loads(_catalogue_text()), "catalogue.toml"), mirror_dirs(models_dir), cache_dir())
 
     def get(self, name: str) -> Entry:
         try:

@@ -256,3 +256,26 @@ def test_debug_shows_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgedetect", "--debug", "run", "--model", str(tmp_path / "x.tflite"),
                         "--source", str(VTEST)], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "Traceback" in r.stderr and "x.tflite: model file not found" in r.stderr
+
+
+def test_sigterm_with_viewers_and_source_reconnecting(tmp_path):
+    """Shutdown under load: three viewers connected, the camera gone, SIGTERM: out within 2 s."""
+    cam = MjpegCamera(VTEST).start()
+    try:
+        with DaemonProcess("run", "--source", cam.url, "--port", "0") as d:
+            d.wait_for(lambda: d.json("/api/stats")["frames_inferred"] > 5)
+            viewers = []
+            for _ in range(3):
+                s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+                s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.recv(100)
+                viewers.append(s)
+            cam.stop()
+            d.wait_for(lambda: d.json("/api/stats")["source_state"] == "reconnecting", timeout=15)
+            code, took = d.terminate()
+            for s in viewers:
+                s.close()
+            assert code == 0 and took < 2.0, (code, took)
+            assert "stopped" in d.output() and "Traceback" not in d.output()
+    finally:
+        cam.stop()

@@ -151,7 +151,7 @@ def test_labels_formats(tmp_path):
 def test_classifier_with_too_few_labels(tmp_path):
     labels = tmp_path / "few.txt"
     labels.write_text("cat\ndog\n")
-    with pytest.raises(ModelError, match=r"2 labels for a classifier with 1001 classes"):
+    with pytest.raises(ModelError, match=r"few.txt: 2 labels for a classifier with 1001 classes"):
         load_model(CLASSIFIER, labels, 1)
 
 
