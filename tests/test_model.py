@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import platform
 from pathlib import Path
 
 import cv2
@@ -16,7 +16,11 @@ from edgedetect.labels import read_labels
 from edgedetect.model import DetectFilter, Detector, describe_model, load_model
 from edgedetect.runtime import load_interpreter
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "detections.json").read_text())
+# Measured once per architecture by tests/make_golden.py: the aarch64 build of the runtime scores
+# a few objects differently (one kite in kite_and_cold.jpg: 0.66 against 0.73 on x86-64).
+_GOLDEN_DIR = Path(__file__).parent / "golden"
+_ARCH = platform.machine() if (_GOLDEN_DIR / f"detections.{platform.machine()}.json").exists() else "x86_64"
+GOLDEN = json.loads((_GOLDEN_DIR / f"detections.{_ARCH}.json").read_text())
 STABLE_SCORE = 0.6  # detections near the 0.5 threshold may come and go across runtimes
 
 
