@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from edgedetect import clock
+from edgedetect import clock, notify
 from edgedetect.capture import CaptureThread
 from edgedetect.catalogue import Catalogue
 from edgedetect.config import Config, ModelConfig
@@ -27,7 +27,7 @@ from edgedetect.runtime import default_threads
 from edgedetect.report import StatsReporter, log_sink
 from edgedetect.server import Api, ViewerServer
 from edgedetect.slot import LatestSlot
-from edgedetect.sources import make_source
+from edgedetect.sources import Source, make_source
 from edgedetect.stats import PipelineStats
 from edgedetect.worker import InferenceWorker
 
@@ -105,6 +105,7 @@ class Daemon:
         self.catalogue = catalogue or Catalogue.load(cfg.model.models_dir or None)
         self.exit_code = 0
         self.model: Detector | Classifier | None = None
+        self.source: Source | None = None  # the source opened at start (extensions read it)
         self.slot: LatestSlot[Frame] = LatestSlot()
         self.stats = PipelineStats(cfg.stats.window, cfg.stats.sysfs_root, dropped=lambda: self.slot.dropped)
         self.publisher = Publisher(self.stats, cfg.http.jpeg_quality, banner=self.stats.banner)
@@ -122,6 +123,8 @@ class Daemon:
     # --- start-up -------------------------------------------------------------------------
 
     def load_model(self) -> Detector | Classifier:
+        # A first start may download the model: ask systemd for time before its start timeout.
+        notify.extend_timeout(120, "loading model")
         files = resolve_model(self.cfg.model, self.catalogue)
         mc = self.cfg.model
         model = load_model(files.model, files.labels, mc.threads or None, tuple(mc.input_range))
@@ -140,6 +143,7 @@ class Daemon:
         source = make_source(cfg.source, self.catalogue, self.model.input_size)
         self.stats.source_name = source.name
         source.open()  # fail fast on a missing file or camera; later faults are retried
+        self.source = source
         if cfg.http.enabled:
             try:
                 self.server = ViewerServer(cfg.http, self.publisher, Api(
@@ -248,6 +252,7 @@ class Daemon:
         if not self._started:
             return
         self._started = False
+        t0 = clock.now()
         log.info("stopping")
         parts = [*self.extensions]
         parts += [p for p in (self.capture, self.worker, self.server, self.reporter) if p is not None]
@@ -257,7 +262,7 @@ class Daemon:
         deadline = clock.now() + SHUTDOWN_JOIN_S
         for p in parts:
             p.join(max(0.05, deadline - clock.now()))
-        log.info("stopped")
+        log.info("stopped in %.2f s", clock.now() - t0)
 
 
 def _display_host(host: str) -> str:

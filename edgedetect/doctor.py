@@ -1,0 +1,274 @@
+"""`edgedetect doctor`: checks the set-up the daemon needs and says how to fix what fails.
+
+One line a check: `ok   <check>: detail` or `FAIL <check>: what is wrong -> how to fix`.
+Exit status 1 if any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import glob
+import grp
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgedetect.errors import UserError
+
+CAMERA_GROUPS = ("video", "render")
+CAMERA_DEVICES = ("video*", "media*", "dma_heap/*", "vchiq")
+LIST_CAMERAS = ("rpicam-hello", "libcamera-hello")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        if self.ok:
+            return f"ok   {self.name}: {self.detail}"
+        return f"FAIL {self.name}: {self.detail}" + (f" -> {self.fix}" if self.fix else "")
+
+
+@dataclass
+class Env:
+    """What the checks look at, so tests can point them at a fake machine."""
+
+    dev_root: Path = Path("/dev")
+    which: Callable[[str], str | None] = shutil.which
+    run: Callable[..., subprocess.CompletedProcess] = subprocess.run
+    uid: int = -1  # -1: this process's user
+
+    def user(self) -> tuple[str, list[int]]:
+        uid = os.getuid() if self.uid < 0 else self.uid
+        name = pwd.getpwuid(uid).pw_name
+        gids = os.getgroups() if self.uid < 0 else os.getgrouplist(name, pwd.getpwuid(uid).pw_gid)
+        return name, gids
+
+
+def check_config(args: argparse.Namespace) -> tuple[Check, Any]:
+    from edgedetect import config
+    from edgedetect.cli import config_from_args
+
+    try:
+        cfg = config_from_args(args)
+    except UserError as e:
+        return Check("config", False, str(e), "fix the key or value named; 'edgedetect config' prints "
+                     "every key with its meaning (other checks use the built-in defaults)"), config.Config()
+    where = args.config or (str(config.DEFAULT_CONFIG_PATH) if config.DEFAULT_CONFIG_PATH.exists() else "defaults")
+    return Check("config", True, f"{where} valid"), cfg
+
+
+def check_runtime() -> Check:
+    from edgedetect.runtime import interpreter_class
+
+    try:
+        _, name = interpreter_class()
+    except UserError as e:
+        return Check("runtime", False, str(e), "pip install ai-edge-litert in the daemon's venv")
+    from importlib import metadata
+
+    try:
+        version = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        version = "?"
+    return Check("runtime", True, f"{name} {version}")
+
+
+def check_model(cfg: Any) -> Check:
+    from edgedetect.catalogue import Catalogue
+    from edgedetect.daemon import resolve_model
+    from edgedetect.model import load_model
+
+    try:
+        cat = Catalogue.load(cfg.model.models_dir or None)
+        files = resolve_model(cfg.model, cat, download=False)
+        model = load_model(files.model, files.labels, 1, tuple(cfg.model.input_range))
+    except UserError as e:
+        name = cfg.model.path
+        fix = (f"edgedetect models pull {name} (as the service: sudo -u edgedetect "
+               f"EDGEDETECT_CACHE_DIR=/var/lib/edgedetect/models edgedetect models pull {name})"
+               if name in Catalogue.load().entries else "set model.path to an existing .tflite file "
+               "or a catalogue name ('edgedetect models list')")
+        return Check("model", False, str(e), fix)
+    w, h = model.input_size
+    labels = len(model.labels) if getattr(model, "labels", None) else 0
+    detail = f"{files.name}: {model.kind}, input {w}x{h}, {labels} labels"
+    if labels == 0:
+        return Check("model", False, detail + ", no labels file",
+                     "set model.labels to the labels file (classes would show as numbers)")
+    return Check("model", True, detail)
+
+
+def _camera_kind(uri: str) -> str:
+    from edgedetect.sources import describe_uri
+
+    return describe_uri(uri)
+
+
+def check_camera(cfg: Any, env: Env) -> Check:
+    uri = cfg.source.uri
+    kind = _camera_kind(uri)
+    if kind == "picam":
+        for tool in LIST_CAMERAS:
+            exe = env.which(tool)
+            if exe is None:
+                continue
+            try:
+                out = env.run([exe, "--list-cameras"], capture_output=True, text=True, timeout=15)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                return Check("camera", False, f"{tool} --list-cameras failed ({e})",
+                             "check the ribbon cable and 'dmesg | grep -i -e imx -e ov5647'")
+            text = (out.stdout or "") + (out.stderr or "")
+            cams = [ln.strip() for ln in text.splitlines() if ln.strip()[:1].isdigit() and " : " in ln]
+            if cams:
+                return Check("camera", True, f"libcamera sees {len(cams)}: {cams[0]}")
+            return Check("camera", False, f"{tool} --list-cameras: no cameras available",
+                         "check the ribbon cable (contacts towards the HDMI ports on a Pi 4), then reboot")
+        media = sorted(glob.glob(str(env.dev_root / "media*")))
+        if media:
+            return Check("camera", True, f"{', '.join(media)} present (rpicam-apps not installed to list cameras)")
+        return Check("camera", False, f"no {env.dev_root}/media* device: libcamera will find no camera",
+                     "connect the camera, check camera_auto_detect=1 in /boot/firmware/config.txt, reboot")
+    if kind == "camera":
+        dev = Path(uri) if uri.startswith("/") else env.dev_root / f"video{uri}"
+        if not dev.exists():
+            found = sorted(glob.glob(str(env.dev_root / "video*")))
+            return Check("camera", False, f"{dev}: no such device",
+                         f"plug in the camera or set source.uri to one of: {', '.join(found) or 'none found'}")
+        if not os.access(dev, os.R_OK | os.W_OK):
+            return Check("camera", False, f"{dev}: no read/write permission",
+                         f"add the user to the device's group ({_group_of(dev)}): sudo usermod -aG {_group_of(dev)} USER")
+        return Check("camera", True, f"{dev} readable and writable")
+    if kind in ("video", "images") and not Path(uri).exists():
+        return Check("camera", False, f"{uri}: source file not found", "set source.uri to an existing file")
+    return Check("camera", True, f"source {uri!r} is a {kind}, not a local camera")
+
+
+def _group_of(path: Path) -> str:
+    try:
+        return grp.getgrgid(path.stat().st_gid).gr_name
+    except (KeyError, OSError):
+        return "?"
+
+
+def check_groups(env: Env) -> Check:
+    name, gids = env.user()
+    if os.geteuid() == 0 and env.uid < 0:
+        return Check("groups", True, "running as root (the service runs as user edgedetect with "
+                     "SupplementaryGroups=video render; run as that user: sudo -u edgedetect edgedetect doctor)")
+    missing, present = [], []
+    for g in CAMERA_GROUPS:
+        try:
+            gid = grp.getgrnam(g).gr_gid
+        except KeyError:
+            continue  # no such group on this system (render is absent without a GPU driver)
+        (present if gid in gids else missing).append(g)
+    if missing:
+        return Check("groups", False, f"user {name} is not in {', '.join(missing)}",
+                     f"sudo usermod -aG {','.join(missing)} {name}, then log in again")
+    return Check("groups", True, f"user {name} in {', '.join(present) or 'no camera groups exist here'}")
+
+
+def check_devices(env: Env) -> Check:
+    found = sorted(p for pattern in CAMERA_DEVICES for p in glob.glob(str(env.dev_root / pattern)))
+    if not found:
+        return Check("devices", True, f"no camera devices under {env.dev_root} (none to check)")
+    denied = [p for p in found if not os.access(p, os.R_OK | os.W_OK)]
+    if denied:
+        groups = sorted({_group_of(Path(p)) for p in denied})
+        return Check("devices", False, f"no read/write access to {', '.join(denied)}",
+                     f"add the user to group {', '.join(groups)} (the service gets video and render "
+                     "from its unit)")
+    return Check("devices", True, f"{len(found)} camera devices accessible")
+
+
+def check_sysfs(cfg: Any) -> list[Check]:
+    from edgedetect.sysfs import TEMP_FILE, THROTTLED_FILE, SysfsReader
+
+    root = Path(cfg.stats.sysfs_root)
+    t = SysfsReader(root).read()
+    out = []
+    if t.temperature_c is None:
+        out.append(Check("temperature", False, f"{root / TEMP_FILE} missing or unreadable",
+                         "not a Raspberry Pi, or stats.sysfs_root is wrong; figures will lack the temperature"))
+    else:
+        out.append(Check("temperature", t.temperature_c < 80.0, f"{t.temperature_c:.1f} C",
+                         "the SoC throttles from 80 C: add a heatsink or fan"))
+    if t.throttled is None:
+        out.append(Check("throttling", False, f"{root / THROTTLED_FILE} missing or unreadable",
+                         "not a Raspberry Pi, or the firmware driver is missing; throttling will not be reported"))
+    else:
+        now = [f for f in t.flags if not f.endswith("_occurred")]
+        past = [f for f in t.flags if f.endswith("_occurred")]
+        detail = f"{t.throttled:#x} ({', '.join(t.flags) or 'none'})"
+        if now:
+            fix = ("use the official 5.1 V 3 A power supply" if "under_voltage" in now
+                   else "improve cooling")
+            out.append(Check("throttling", False, detail, fix))
+        else:
+            out.append(Check("throttling", True, detail + (" since boot" if past else "")))
+    return out
+
+
+def check_port(cfg: Any) -> Check:
+    http = cfg.http
+    if not http.enabled:
+        return Check("port", True, "viewer off (http.enabled = false)")
+    from edgedetect.server import is_loopback
+
+    if not is_loopback(http.host) and not http.token:
+        return Check("port", False, f"http.host = {http.host!r} serves the network without http.token",
+                     "set http.token in the config (the daemon refuses to start without it)")
+    if http.port == 0:
+        return Check("port", True, "port 0: a free port is picked at start")
+    family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((http.host, http.port))
+    except OSError as e:
+        where = f"{http.host}:{http.port}"
+        if e.errno == errno.EADDRINUSE:
+            return Check("port", False, f"{where} is in use",
+                         f"stop the program holding it (sudo ss -ltnp 'sport = :{http.port}'; if it is "
+                         "edgedetect, the service is already running) or set http.port")
+        if e.errno == errno.EACCES:
+            return Check("port", False, f"{where}: permission denied", "use a port from 1024 up (http.port)")
+        return Check("port", False, f"{where}: {e.strerror}", "set http.host to an address of this machine")
+    return Check("port", True, f"{http.host}:{http.port} free")
+
+
+def run_checks(args: argparse.Namespace, env: Env | None = None) -> list[Check]:
+    env = env or Env()
+    cfg_check, cfg = check_config(args)
+    checks = [cfg_check, check_runtime(), check_model(cfg), check_camera(cfg, env), check_groups(env),
+              check_devices(env), *check_sysfs(cfg), check_port(cfg)]
+    return checks
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    env = Env(dev_root=Path(args.dev_root))
+    checks = run_checks(args, env)
+    for c in checks:
+        print(c.line(), flush=True)
+    failed = [c.name for c in checks if not c.ok]
+    print(f"{len(checks) - len(failed)} ok, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def register(subparsers: Any) -> None:
+    from edgedetect.cli import add_config_flags
+
+    p = subparsers.add_parser("doctor", help="check camera, model, permissions, port and config")
+    add_config_flags(p)
+    p.add_argument("--dev-root", default="/dev", help=argparse.SUPPRESS)  # tests use a fake /dev
+    p.set_defaults(func=cmd_doctor)

@@ -1,0 +1,149 @@
+"""systemd integration: READY once the first frame is processed, WATCHDOG pings only while
+the pipeline makes progress, a short STATUS with the figures, STOPPING on shutdown.
+
+Nothing here runs a thread: the checks ride on the daemon's 0.25 s supervision tick (main
+thread), so a wedged main loop stops the pings too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from edgedetect import clock, notify
+
+if TYPE_CHECKING:
+    from edgedetect.daemon import Daemon
+
+log = logging.getLogger("edgedetect.service")
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    ok: bool  # the watchdog may be pinged
+    state: str  # short word for STATUS: starting, running, stalled, reconnecting, ended
+
+
+def progress(first_result: bool, source_state: str, last_result_t: float, capture_idle_s: float,
+             now: float, stall_timeout: float) -> Progress:
+    """Whether the pipeline is alive, from what the daemon records.
+
+    - running: alive only while the source delivers and results come, each within
+      stall_timeout. A camera hung in read() and an inference that never returns both stop
+      the pings.
+    - reconnecting: alive while the capture thread shows progress (its backoff sleeps do not
+      count as idle). An unplugged camera or a stream that is down then does not become a
+      restart loop that ends at systemd's start limit; the daemon reconnects by itself. A
+      source that hangs again is restarted by the daemon a few times and then marked failed.
+    - ended: a file source without loop has finished; there is nothing left to process.
+    - failed (or anything else): no pings, so systemd restarts the service.
+    """
+    if not first_result:
+        return Progress(False, "starting")
+    if source_state == "running":
+        if capture_idle_s > stall_timeout:
+            return Progress(False, f"stalled: no frame from the source for {capture_idle_s:.0f} s")
+        idle = now - last_result_t
+        if idle > stall_timeout:
+            return Progress(False, f"stalled: no frame processed for {idle:.0f} s")
+        return Progress(True, "running")
+    if source_state == "reconnecting":
+        if capture_idle_s > stall_timeout:
+            return Progress(False, f"stalled: reconnecting, no progress for {capture_idle_s:.0f} s")
+        return Progress(True, "reconnecting")
+    if source_state == "ended":
+        return Progress(True, "ended")
+    if source_state == "failed":
+        return Progress(False, "stalled: the source failed (no frame after restarts)")
+    return Progress(False, f"stalled: source {source_state or 'unknown'}")
+
+
+def summary(snap: Mapping[str, Any] | None) -> str:
+    """The figures part of STATUS=, short enough for `systemctl status`'s one line."""
+    if not snap:
+        return ""
+    parts = [f"{snap.get('inference_fps', 0.0):.1f} fps"]
+    ms = (snap.get("inference_ms") or {}).get("p50")
+    if ms is not None:
+        parts.append(f"inference {ms:.0f} ms")
+    if "temperature_c" in snap:
+        parts.append(f"{snap['temperature_c']:.0f} C")
+    flags = [f for f in snap.get("throttled_flags", []) if not f.endswith("_occurred")]
+    if flags:
+        parts.append("/".join(flags))
+    return ", ".join(parts)
+
+
+class ServiceNotifier:
+    def __init__(self, daemon: "Daemon", watchdog_s: float | None,
+                 send: Callable[..., bool] = notify.notify, now: Callable[[], float] = clock.now):
+        self.daemon = daemon
+        self.watchdog_s = watchdog_s
+        self._send = send
+        self._now = now
+        self._ready = False
+        self._paused = False  # pings withheld: logged once per stall, not per tick
+        self._last_ping = float("-inf")
+        self._last_status = ""
+        self._snapshot: dict[str, Any] | None = None  # written by the stats thread, read by tick
+
+    # Stats sink (stats thread): keep the newest figures for the next STATUS.
+    def sink(self, snap: dict[str, Any]) -> None:
+        self._snapshot = snap
+
+    def status_line(self, p: Progress) -> str:
+        figures = summary(self._snapshot)
+        if p.state == "running":
+            return figures or "running"
+        return f"{p.state}; {figures}" if figures else p.state
+
+    def tick(self, daemon: "Daemon") -> None:
+        now = self._now()
+        worker, capture = daemon.worker, daemon.capture
+        p = progress(daemon.first_result.is_set(), daemon.stats.source_state,
+                     worker.last_result_t if worker is not None else 0.0,
+                     capture.idle_s if capture is not None else 0.0, now,
+                     daemon.cfg.pipeline.stall_timeout)
+        lines: list[str] = []
+        if not self._ready and daemon.first_result.is_set():
+            self._ready = True
+            lines.append("READY=1")
+        if self._ready and p.ok and self.watchdog_s and now - self._last_ping >= self.watchdog_s:
+            self._last_ping = now
+            lines.append("WATCHDOG=1")
+        if self._ready and p.ok == self._paused:
+            self._paused = not p.ok
+            if self._paused:
+                log.warning("pipeline %s; watchdog pings paused", p.state)
+            else:
+                log.info("pipeline %s again; watchdog pings resumed", p.state)
+        status = self.status_line(p) if self._ready else ""
+        if status and status != self._last_status:
+            self._last_status = status
+            lines.append(notify.status_text(status))
+        if lines:
+            self._send(*lines)
+
+    def start(self) -> None:
+        pass  # driven by the daemon's tick
+
+    def stop(self) -> None:
+        self._send("STOPPING=1", notify.status_text("stopping"))
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
+def attach(daemon: "Daemon", env: Mapping[str, str] | None = None) -> ServiceNotifier | None:
+    env = os.environ if env is None else env
+    if not notify.enabled(env):
+        return None
+    svc = ServiceNotifier(daemon, notify.watchdog_interval(env),
+                          send=lambda *lines: notify.notify(*lines, env=env))
+    daemon.on_tick.append(svc.tick)
+    daemon.reporter.sinks.append(svc.sink)
+    log.debug("systemd notify on, watchdog every %s s", svc.watchdog_s)
+    return svc
