@@ -38,6 +38,7 @@ DEBS=(python3.11 libpython3.11-stdlib libstdc++6 libgcc-s1 zlib1g)
 # The Pi's pins for Python 3.11 (pyproject.toml): numpy 1.x, and opencv-python-headless < 4.11,
 # the last built against numpy 1.
 REQS=('ai-edge-litert>=1.2' 'numpy>=1.24,<2' 'opencv-python-headless>=4.8,<4.11' 'psutil>=5.9'
+    'paho-mqtt>=2.0,<3' 'prometheus-client>=0.17'
     'pytest>=8' 'pytest-timeout>=2.3' tomli)
 # pip takes each --platform literally (no manylinux_2_X implies the lower ones), and ai-edge-litert 2.x
 # ships only manylinux_2_27_aarch64 wheels: without that tag pip quietly falls back to 1.4.0.

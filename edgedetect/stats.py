@@ -169,7 +169,8 @@ def log_line(snap: dict[str, Any]) -> str:
     parts = []
     for key, value in snap.items():
         if isinstance(value, dict):
-            parts += [f"{key}_{k}={v}" for k, v in value.items()]
+            if value:  # nested figures (mqtt.objects.person) flatten to mqtt_objects_person=
+                parts.append(log_line({f"{key}_{k}": v for k, v in value.items()}))
         elif isinstance(value, list):
             parts.append(f"{key}={','.join(map(str, value)) or '-'}")
         elif isinstance(value, str):

@@ -87,7 +87,7 @@ def test_stats_consistent(vtest_daemon):
                 "cpu_percent", "rss_mb"):
         assert key in s, key
     assert 8.0 <= s["camera_fps"] <= 11.0  # vtest plays at 10 fps
-    assert s["inference_fps"] <= s["camera_fps"] * 1.1
+    assert s["inference_fps"] <= s["camera_fps"] * 1.2  # 5-s windows: their edges jitter by a frame
     assert s["published_fps"] == pytest.approx(s["inference_fps"], rel=0.1)
     assert s["frames_inferred"] + s["dropped_frames"] <= s["frames_captured"]
     assert s["frames_captured"] - s["frames_inferred"] - s["dropped_frames"] <= 2

@@ -1,0 +1,201 @@
+"""Prometheus `/metrics`: the figures of `/api/stats`, in the text exposition format.
+
+A custom collector reads `daemon.stats.snapshot()` on every scrape (nothing is kept between
+scrapes) into its own registry, so nothing global is touched. Every sample carries the
+`device` label (mqtt.device, or the host name) so one Prometheus can scrape many Pis.
+
+Metrics (units converted to Prometheus base units where /api/stats uses others):
+
+    edgedetect_info{model,source,version}           1
+    edgedetect_uptime_seconds                        uptime_s
+    edgedetect_source_state{state}                   1 for the current source_state, else 0
+    edgedetect_camera_fps, _inference_fps,
+    edgedetect_published_fps, _skipped_fps           camera_fps, inference_fps, ...
+    edgedetect_frames_captured_total,
+    edgedetect_frames_inferred_total,
+    edgedetect_frames_published_total,
+    edgedetect_frames_skipped_total                  frames_captured, frames_inferred, ...
+    edgedetect_frames_dropped_total                  dropped_frames
+    edgedetect_inference_errors_total                inference_errors
+    edgedetect_inference_seconds{stat}               inference_ms {mean,p50,p95} / 1000
+    edgedetect_latency_seconds{stat}                 latency_ms {mean,p50,p95} / 1000
+    edgedetect_cpu_percent{scope}                    cpu_percent {process,system}
+    edgedetect_resident_memory_bytes                 rss_mb * 2**20
+    edgedetect_cpu_temperature_celsius               temperature_c (when the hardware has it)
+    edgedetect_throttled                             throttled, the firmware word
+    edgedetect_throttled_flag{flag}                  1 per throttled_flags name, 0 otherwise
+    edgedetect_mqtt_connected                        mqtt.connected (with [mqtt] enabled)
+    edgedetect_mqtt_connects_total                   mqtt.connects
+    edgedetect_mqtt_messages_published_total         mqtt.messages_published
+    edgedetect_mqtt_messages_dropped_total           mqtt.messages_dropped
+    edgedetect_mqtt_frames_dropped_total             mqtt.frames_dropped
+    edgedetect_events_started_total{label}           per label, from the tracker
+    edgedetect_events_ended_total{label}
+    edgedetect_objects{label}                        mqtt.objects: live tracked objects
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+    StateSetMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from edgedetect import __version__
+from edgedetect.events import device_name
+from edgedetect.sysfs import THROTTLE_FLAGS
+
+if TYPE_CHECKING:
+    from edgedetect.daemon import Daemon
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SOURCE_STATES = ("starting", "running", "reconnecting", "failed", "ended")
+RATES = ("camera_fps", "inference_fps", "published_fps", "skipped_fps")
+COUNTERS = {  # /api/stats key -> metric name (without _total)
+    "frames_captured": "edgedetect_frames_captured",
+    "frames_inferred": "edgedetect_frames_inferred",
+    "frames_published": "edgedetect_frames_published",
+    "frames_skipped": "edgedetect_frames_skipped",
+    "dropped_frames": "edgedetect_frames_dropped",
+    "inference_errors": "edgedetect_inference_errors",
+}
+TIMINGS = {"inference_ms": "edgedetect_inference_seconds", "latency_ms": "edgedetect_latency_seconds"}
+MQTT_COUNTERS = {
+    "connects": "edgedetect_mqtt_connects",
+    "messages_published": "edgedetect_mqtt_messages_published",
+    "messages_dropped": "edgedetect_mqtt_messages_dropped",
+    "frames_dropped": "edgedetect_mqtt_frames_dropped",
+}
+
+
+class StatsCollector(Collector):
+    """Turns one stats snapshot into metric families, on every scrape."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]], device: str):
+        self._snapshot = snapshot
+        self.device = device
+
+    def describe(self) -> list[Metric]:
+        return []  # names depend on the hardware; no registration-time checks wanted
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families(self._snapshot(), self.device)
+
+
+def families(snap: dict[str, Any], device: str) -> Iterator[Metric]:
+    dev = [device]
+
+    def gauge(name: str, doc: str, value: float, unit: str = "") -> GaugeMetricFamily:
+        g = GaugeMetricFamily(name, doc, labels=["device"], unit=unit)
+        g.add_metric(dev, float(value))
+        return g
+
+    def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+        c = CounterMetricFamily(name, doc, labels=["device"])
+        c.add_metric(dev, float(value))
+        return c
+
+    info = InfoMetricFamily("edgedetect", "model, source and version of the daemon", labels=["device"])
+    info.add_metric(dev, {"model": str(snap.get("model", "")), "source": str(snap.get("source", "")),
+                          "version": __version__})
+    yield info
+    if "uptime_s" in snap:
+        yield gauge("edgedetect_uptime_seconds", "seconds since the daemon started", snap["uptime_s"])
+    state = str(snap.get("source_state", ""))
+    if state:
+        states = StateSetMetricFamily("edgedetect_source_state", "state of the video source", labels=["device"])
+        states.add_metric(dev, {s: s == state for s in sorted({*SOURCE_STATES, state})})
+        yield states
+    for key in RATES:
+        if key in snap:
+            yield gauge(f"edgedetect_{key}", f"{key.replace('_', ' ')} over the last few seconds", snap[key])
+    for key, name in COUNTERS.items():
+        if key in snap:
+            yield counter(name, f"{key.replace('_', ' ')} since start", snap[key])
+    for key, name in TIMINGS.items():
+        summary = snap.get(key) or {}
+        g = GaugeMetricFamily(name, f"{key[:-3]} time over the recent window (stat: mean, p50, p95)",
+                              labels=["device", "stat"])
+        for stat, ms in summary.items():
+            g.add_metric([device, stat], float(ms) / 1000.0)
+        yield g
+    cpu = snap.get("cpu_percent") or {}
+    g = GaugeMetricFamily("edgedetect_cpu_percent", "CPU use in percent (scope: process, system)",
+                          labels=["device", "scope"])
+    for scope, value in cpu.items():
+        g.add_metric([device, scope], float(value))
+    yield g
+    if "rss_mb" in snap:
+        yield gauge("edgedetect_resident_memory_bytes", "resident memory of the daemon", snap["rss_mb"] * 2**20)
+    if "temperature_c" in snap:
+        yield gauge("edgedetect_cpu_temperature_celsius", "SoC temperature", snap["temperature_c"])
+    if "throttled" in snap:
+        yield gauge("edgedetect_throttled", "the firmware's get_throttled word", int(str(snap["throttled"]), 16))
+        flags = set(snap.get("throttled_flags") or ())
+        f = GaugeMetricFamily("edgedetect_throttled_flag", "1 when the named throttling bit is set",
+                              labels=["device", "flag"])
+        for name in THROTTLE_FLAGS.values():
+            f.add_metric([device, name], 1.0 if name in flags else 0.0)
+        yield f
+    mq = snap.get("mqtt")
+    if isinstance(mq, dict):
+        yield from _mqtt_families(mq, device)
+
+
+def _mqtt_families(mq: dict[str, Any], device: str) -> Iterator[Metric]:
+    dev = [device]
+    g = GaugeMetricFamily("edgedetect_mqtt_connected", "1 while connected to the MQTT broker", labels=["device"])
+    g.add_metric(dev, 1.0 if mq.get("connected") else 0.0)
+    yield g
+    for key, name in MQTT_COUNTERS.items():
+        if key in mq:
+            c = CounterMetricFamily(name, f"MQTT {key.replace('_', ' ')} since start", labels=["device"])
+            c.add_metric(dev, float(mq[key]))
+            yield c
+    for key in ("events_started", "events_ended"):
+        per_label = mq.get(f"{key}_by_label") or {}
+        c = CounterMetricFamily(f"edgedetect_{key}", f"tracked-object {key.replace('_', ' ')} since start",
+                                labels=["device", "label"])
+        for label, n in per_label.items():
+            c.add_metric([device, label], float(n))
+        yield c
+    objects = GaugeMetricFamily("edgedetect_objects", "tracked objects whose event is live",
+                                labels=["device", "label"])
+    for label, n in (mq.get("objects") or {}).items():
+        objects.add_metric([device, label], float(n))
+    yield objects
+
+
+class MetricsExtension:
+    """Only a route: the HTTP server's threads do the work, so nothing to start or stop."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]], device: str):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StatsCollector(snapshot, device))
+
+    def route(self) -> tuple[int, bytes, str]:
+        return 200, generate_latest(self.registry), CONTENT_TYPE
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
+def attach(daemon: "Daemon") -> MetricsExtension | None:
+    if daemon.server is None:
+        return None
+    ext = MetricsExtension(daemon.stats.snapshot, device_name(daemon.cfg))
+    daemon.server.routes["/metrics"] = ext.route
+    return ext
