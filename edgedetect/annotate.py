@@ -18,6 +18,14 @@ def colour_for(class_id: int) -> tuple[int, int, int]:
     return int(b), int(g), int(r)
 
 
+# Computed once: a colour per class id without a colour conversion per box per frame.
+_PALETTE: tuple[tuple[int, int, int], ...] = tuple(colour_for(i) for i in range(256))
+
+
+def palette(class_id: int) -> tuple[int, int, int]:
+    return _PALETTE[class_id] if 0 <= class_id < len(_PALETTE) else colour_for(class_id)
+
+
 def _label(img: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int], scale: float) -> None:
     thick = max(1, round(scale * 2))
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thick)
@@ -33,7 +41,7 @@ def draw_result(img: np.ndarray, result: Result, banner: str = "") -> np.ndarray
     thick = max(1, round(min(w, h) / 300))
     for d in result.detections:
         x0, y0, x1, y1 = d.pixel_box(w, h)
-        c = colour_for(d.class_id)
+        c = palette(d.class_id)
         cv2.rectangle(img, (x0, y0), (x1, y1), c, thick)
         _label(img, f"{d.label} {d.score:.0%}", x0, y0, c, scale)
     y = 0

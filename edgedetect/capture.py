@@ -125,7 +125,13 @@ class CaptureThread:
             self._stop.wait()
 
     def _read_until_end(self, src: Source) -> None:
+        # An unpaced file has no clock of its own: decode the next frame only once the previous
+        # one was taken, instead of decoding hundreds a second only to drop them.
+        pull = not src.live and getattr(src, "pace", True) is False
         while not self._stop.is_set():
+            if pull and not self._slot.wait_empty(0.5):
+                self._progress_t = clock.now()  # waiting on a busy consumer is not a stall
+                continue
             cap = src.read()
             if cap is None or self._stop.is_set():
                 return

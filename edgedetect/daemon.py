@@ -22,6 +22,7 @@ from edgedetect.errors import ModelError, UserError
 from edgedetect.extensions import Extension, attach_all
 from edgedetect.frames import Frame, Result
 from edgedetect.model import Classifier, DetectFilter, Detector, load_model
+from edgedetect.motion import MotionGate, motion_enabled
 from edgedetect.publish import Publisher
 from edgedetect.runtime import default_threads
 from edgedetect.report import StatsReporter, log_sink
@@ -157,8 +158,10 @@ class Daemon:
             self.stats.extra["viewers"] = lambda: self.server.viewers if self.server else 0
         self.publisher.add_listener(lambda r: self.first_result.set())
         self.capture = CaptureThread(self._make_source, self.slot, self.stats, source=source)
+        gate = MotionGate(cfg.motion) if motion_enabled(cfg.motion, source) else None
         self.worker = InferenceWorker(self.model, self.slot, self.publisher.publish, self.stats,
-                                      detect_filter(cfg), cfg.detect.top_k, cfg.pipeline.max_inference_failures)
+                                      detect_filter(cfg), cfg.detect.top_k, cfg.pipeline.max_inference_failures,
+                                      motion=gate)
         try:
             self.extensions = attach_all(self)
         except BaseException:

@@ -292,7 +292,6 @@ class EventsExtension:
         self._counts: dict[str, int] = {label: 0 for label in mc.labels}
         self._discovered: set[str] = set()
         self._frame_size = (0, 0)  # (height, width) of the latest frame, for events ended at stop
-        self._last_detections: list | None = None  # inference thread only
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="events", daemon=True)
 
@@ -301,11 +300,10 @@ class EventsExtension:
     def on_result(self, result: Result) -> None:
         if self._stop.is_set() or result.frame.index < 0:
             return
-        # A still frame the motion gate let through uninferred carries the previous result's
-        # detection list: no new evidence, so the tracker neither counts a hit nor a miss.
-        if result.detections is self._last_detections:
+        # A still frame the motion gate let through uninferred is no new evidence: the tracker
+        # counts neither a hit nor a miss.
+        if result.held:
             return
-        self._last_detections = result.detections
         try:
             self._queue.put_nowait(_Item(result.frame.index, result.frame.t_capture, result.frame.image,
                                          result.detections))

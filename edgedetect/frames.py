@@ -53,3 +53,4 @@ class Result:
     classes: list[Classification] = field(default_factory=list)
     inference_ms: float = 0.0
     t_done: float = 0.0  # clock.now() when inference finished
+    held: bool = False  # not inferred (still scene): an earlier inference's findings on a new frame

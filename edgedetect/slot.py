@@ -31,7 +31,13 @@ class LatestSlot(Generic[T]):
             if self._item is None and not self._closed:
                 self._cond.wait(timeout)
             item, self._item = self._item, None
+            self._cond.notify_all()  # a producer may be waiting for the slot to empty
             return item
+
+    def wait_empty(self, timeout: float | None = None) -> bool:
+        """Wait until the newest item was taken (or the slot closed); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._item is None or self._closed, timeout)
 
     def close(self) -> None:
         with self._cond:

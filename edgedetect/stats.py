@@ -31,6 +31,9 @@ class RateMeter:
     def tick(self, t: float) -> None:
         self._times.append(t)
         self.total += 1
+        cutoff = t - self.window
+        while self._times[0] < cutoff:  # bounded even if nobody reads the rate for a long time
+            self._times.popleft()
 
     def rate(self, t: float) -> float:
         cutoff = t - self.window

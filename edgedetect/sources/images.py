@@ -20,6 +20,7 @@ class ImageFiles:
         self.path = Path(path)
         self.name = str(path)
         self.loop = loop
+        self.pace = pace
         self._fps = fps
         self._pacer = Pacer(fps if pace else None)
         self._files: list[Path] = []

@@ -1,0 +1,685 @@
+"""`edgedetect bench`: how close the daemon comes to the model's own speed, on the same frames.
+
+For each interpreter thread count it measures, in interleaved rounds so that a change in the
+machine's load hits every figure alike:
+
+- raw_invoke_fps: `invoke()` alone on one preloaded input, the ceiling;
+- naive_fps: one thread reads, converts, resizes, invokes, draws and JPEG-encodes each frame in
+  turn (the usual tutorial loop, done correctly: one interpreter, made once);
+- pipeline_fps: the daemon's own classes (CaptureThread -> LatestSlot -> InferenceWorker ->
+  Publisher) on the unpaced source, with one viewer thread doing exactly what the HTTP stream
+  does (`wait_newer` + `jpeg()`), counted as JPEGs delivered to that viewer per second;
+- then, with the source paced at its own rate, capture-to-publish latency percentiles.
+
+`--memory` runs the pipeline for `--frames` frames and reports RSS after warm-up and at the end;
+`--gating` compares process CPU on a still clip with motion gating off and on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import psutil
+
+from edgedetect import clock
+from edgedetect.annotate import draw_result
+from edgedetect.capture import CaptureThread
+from edgedetect.catalogue import Catalogue
+from edgedetect.config import MotionConfig, ModelConfig, SourceConfig, StatsConfig
+from edgedetect.errors import UserError
+from edgedetect.frames import Frame, Result
+from edgedetect.model import Classifier, DetectFilter, Detector, load_model
+from edgedetect.motion import MotionGate
+from edgedetect.publish import Publisher
+from edgedetect.report import StatsReporter
+from edgedetect.slot import LatestSlot
+from edgedetect.sources import Source, make_source
+from edgedetect.stats import PipelineStats
+from edgedetect.worker import InferenceWorker
+
+JPEG_QUALITY = 80  # the [http] default
+WARMUP_FRAMES = 8  # first invokes set up XNNPACK's thread pool and caches
+ROUNDS = 5  # each of raw/naive/pipeline runs this many times, alternating; ratios per round
+START_TIMEOUT_S = 30.0
+
+Model = Detector | Classifier
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def percentiles(values: list[float], ps: tuple[int, ...] = (50, 95, 99)) -> dict[str, float]:
+    if not values:
+        return {f"p{p}": 0.0 for p in ps}
+    got = np.percentile(np.asarray(values, float), ps)
+    return {f"p{p}": round(float(v), 2) for p, v in zip(ps, got)}
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux: the high-water mark of the whole process.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class CpuMeter:
+    """Process CPU time over wall time, in percent of one core (200 = two cores busy)."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self._t0 = clock.now()
+        self._c0 = self._cpu()
+
+    def _cpu(self) -> float:
+        t = self._proc.cpu_times()
+        return t.user + t.system
+
+    def percent(self) -> float:
+        wall = clock.now() - self._t0
+        return 100.0 * (self._cpu() - self._c0) / wall if wall > 0 else 0.0
+
+
+def parse_threads(spec: str, cores: int | None = None) -> list[int] | None:
+    """`auto` (None: try 1..cores and pick the best) or a comma-separated list."""
+    if spec.strip().lower() == "auto":
+        return None
+    try:
+        out = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--threads: expected auto or numbers like 1,2, got {spec!r}") from None
+    if not out or any(n < 1 or n > 64 for n in out):
+        raise UserError(f"--threads: expected auto or numbers from 1 to 64, got {spec!r}")
+    return sorted(set(out))
+
+
+def auto_candidates(cores: int | None = None) -> list[int]:
+    n = cores or os.cpu_count() or 1
+    return list(range(1, n + 1))
+
+
+# --- the measured stages ---------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    model_path: Path
+    labels: Path | None
+    model_name: str
+    source: SourceConfig  # the source as given; bench decides pace and loop per phase
+    catalogue: Catalogue
+    flt: DetectFilter = field(default_factory=DetectFilter)
+
+    def load(self, threads: int) -> Model:
+        return load_model(self.model_path, self.labels, threads)
+
+    def source_for(self, model: Model, pace: bool, loop: bool = True) -> Source:
+        cfg = SourceConfig(uri=self.source.uri, pace=pace, loop=loop, width=self.source.width,
+                           height=self.source.height, fps=self.source.fps)
+        return make_source(cfg, self.catalogue, model.input_size)
+
+
+def first_frame(setup: Setup, model: Model) -> Frame:
+    src = setup.source_for(model, pace=False)
+    src.open()
+    try:
+        cap = src.read()
+    finally:
+        src.close()
+    if cap is None:
+        raise UserError(f"{setup.source.uri}: no frame to benchmark")
+    return Frame(0, clock.now(), cap.image, cap.lores)
+
+
+def raw_invoke(model: Model, frame: Frame, n: int) -> dict[str, float]:
+    """The interpreter alone: one input set once, `n` invokes."""
+    if frame.lores is not None:
+        model.set_input(frame.lores, bgr=False)
+    else:
+        model.set_input(frame.image, bgr=True)
+    for _ in range(WARMUP_FRAMES):
+        model.invoke()
+    times = []
+    cpu = CpuMeter()
+    t0 = clock.now()
+    for _ in range(n):
+        t = clock.now()
+        model.invoke()
+        times.append(clock.now() - t)
+    wall = clock.now() - t0
+    return {"fps": n / wall, "invoke_ms": 1000 * statistics.median(times), "cpu": cpu.percent()}
+
+
+STAGES = ("decode", "preprocess", "invoke", "postprocess", "annotate", "encode")
+
+
+def naive_loop(setup: Setup, model: Model, n: int) -> dict[str, Any]:
+    """One thread does everything per frame, in order: the baseline."""
+    src = setup.source_for(model, pace=False)
+    src.open()
+    quality = [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY]
+    sums = dict.fromkeys(STAGES, 0.0)
+    done = 0
+    try:
+        for i in range(WARMUP_FRAMES + n):
+            if i == WARMUP_FRAMES:
+                sums = dict.fromkeys(STAGES, 0.0)
+                cpu = CpuMeter()
+                t_start = clock.now()
+            t0 = clock.now()
+            cap = src.read()
+            if cap is None:
+                raise UserError(f"{setup.source.uri}: source ended during the benchmark")
+            t1 = clock.now()
+            if cap.lores is not None:
+                model.set_input(cap.lores, bgr=False)
+            else:
+                model.set_input(cap.image, bgr=True)
+            t2 = clock.now()
+            model.invoke()
+            t3 = clock.now()
+            result = Result(Frame(i, t0, cap.image, cap.lores))
+            if isinstance(model, Detector):
+                result.detections = model.detections(setup.flt)
+            else:
+                result.classes = model.top(3)
+            t4 = clock.now()
+            draw_result(cap.image, result, "naive")
+            t5 = clock.now()
+            ok, _buf = cv2.imencode(".jpg", cap.image, quality)
+            t6 = clock.now()
+            for k, a, b in zip(STAGES, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6)):
+                sums[k] += b - a
+            done += 1
+        wall = clock.now() - t_start
+    finally:
+        src.close()
+    return {
+        "fps": n / wall,
+        "frame_ms": 1000 * wall / n,
+        "stage_ms": {k: 1000 * v / n for k, v in sums.items()},
+        "cpu": cpu.percent(),
+    }
+
+
+class Viewer:
+    """One MJPEG viewer, in-process: the loop of server.py's `_stream` without the socket."""
+
+    def __init__(self, publisher: Publisher, stop: threading.Event, record: bool = True):
+        self._pub = publisher
+        self._stop = stop
+        self._record = record  # keep each frame's time (off for the soak: a list would grow)
+        self.count = 0
+        self.times: list[float] = []
+        self.new = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="bench-viewer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            new_seq, result = self._pub.wait_newer(seq, timeout=0.2)
+            if result is None or new_seq == seq:
+                continue
+            seq, jpg = self._pub.jpeg()
+            if jpg:
+                with self.new:
+                    self.count += 1
+                    if self._record:
+                        self.times.append(clock.now())
+                    self.new.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        with self.new:
+            return self.new.wait_for(lambda: self.count >= count, timeout)
+
+
+@dataclass
+class PipelineRun:
+    """The daemon's stages wired as daemon.py wires them, plus one viewer."""
+
+    setup: Setup
+    model: Model
+    pace: bool
+    viewer: bool = True
+    gate: MotionGate | None = None
+    record: bool = True  # keep a row per result (off for the soak)
+
+    def __post_init__(self) -> None:
+        self.slot: LatestSlot[Frame] = LatestSlot()
+        self.stats = PipelineStats(dropped=lambda: self.slot.dropped)
+        self.publisher = Publisher(self.stats, JPEG_QUALITY, banner=self.stats.banner)
+        self.stop_event = threading.Event()
+        self.published: list[tuple[float, float, float]] = []  # (t_publish, latency ms, inference ms)
+        self.count = 0
+        self._lock = threading.Lock()
+        self._count = threading.Condition(self._lock)
+        self.publisher.add_listener(self._on_result)
+        self.worker = InferenceWorker(self.model, self.slot, self.publisher.publish, self.stats,
+                                      self.setup.flt, motion=self.gate)
+        src = self._source()
+        src.open()
+        self.capture = CaptureThread(self._source, self.slot, self.stats, source=src)
+        self.view = Viewer(self.publisher, self.stop_event, self.record) if self.viewer else None
+        # As in the daemon: the periodic snapshot is also what trims the rate meters.
+        self.reporter = StatsReporter(self.stats, StatsConfig().interval, sinks=[])
+
+    def _source(self) -> Source:
+        # Unpaced files are read only as fast as the worker takes frames: CaptureThread's pull mode.
+        return self.setup.source_for(self.model, pace=self.pace)
+
+    def _on_result(self, r: Result) -> None:
+        t = clock.now()
+        with self._count:
+            self.count += 1
+            if self.record:
+                self.published.append((t, (t - r.frame.t_capture) * 1000.0, r.inference_ms))
+            self._count.notify_all()
+
+    def start(self) -> None:
+        self.worker.start()
+        if self.view:
+            self.view.start()
+        self.capture.start()
+        self.reporter.start()
+
+    def wait_published(self, count: int, timeout: float) -> bool:
+        with self._count:
+            return self._count.wait_for(lambda: self.count >= count, timeout)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.capture.stop()
+        self.worker.stop()
+        self.reporter.stop()
+        self.slot.close()
+        self.publisher.close()
+        for part in (self.capture, self.worker, self.view, self.reporter):
+            if part is not None:
+                part.join(5.0)
+
+
+def pipeline_unpaced(setup: Setup, model: Model, n: int) -> dict[str, Any]:
+    run = PipelineRun(setup, model, pace=False)
+    run.start()
+    try:
+        assert run.view is not None
+        if not run.view.wait_for(WARMUP_FRAMES, START_TIMEOUT_S):
+            raise UserError("bench: the pipeline produced no frames (see the log)")
+        cpu = CpuMeter()
+        start = run.view.times[WARMUP_FRAMES - 1]
+        run.view.wait_for(WARMUP_FRAMES + n, START_TIMEOUT_S + n)
+        times = run.view.times[WARMUP_FRAMES - 1:WARMUP_FRAMES + n]
+        cpu_pct = cpu.percent()
+        steady = rss_mb()
+    finally:
+        run.stop()
+    delivered = len(times) - 1
+    wall = times[-1] - start
+    with run._lock:
+        published = [p for p in run.published if start < p[0] <= times[-1]]
+    return {
+        "fps": delivered / wall if wall > 0 else 0.0,
+        "published_fps": len(published) / wall if wall > 0 else 0.0,
+        "encoded": run.publisher.encoded,
+        "dropped": run.slot.dropped,
+        "cpu": cpu_pct,
+        "rss_mb": steady,
+    }
+
+
+def pipeline_paced(setup: Setup, model: Model, seconds: float) -> dict[str, Any]:
+    """Source at its own frame rate, one viewer: latency and CPU as a user would see them."""
+    run = PipelineRun(setup, model, pace=True)
+    run.start()
+    try:
+        if not run.wait_published(WARMUP_FRAMES, START_TIMEOUT_S):
+            raise UserError("bench: the pipeline produced no frames (see the log)")
+        with run._lock:
+            skip = len(run.published)
+        cpu = CpuMeter()
+        t0 = clock.now()
+        run.stop_event.wait(seconds)
+        cpu_pct = cpu.percent()
+        wall = clock.now() - t0
+    finally:
+        run.stop()
+    with run._lock:
+        rows = run.published[skip:]
+    return {
+        "fps": len(rows) / wall if wall > 0 else 0.0,
+        "latency_ms": percentiles([r[1] for r in rows]),
+        "invoke_ms": statistics.median([r[2] for r in rows]) if rows else 0.0,
+        "frames": len(rows),
+        "cpu": cpu_pct,
+    }
+
+
+def bench_threads(setup: Setup, threads: int, frames: int, latency_s: float,
+                  progress: Callable[[str], None]) -> dict[str, Any]:
+    """All figures for one interpreter thread count."""
+    model = setup.load(threads)
+    frame = first_frame(setup, model)
+    per_round = max(1, frames // ROUNDS)
+    raws, naives, pipes = [], [], []
+    for r in range(ROUNDS):
+        progress(f"threads={threads} round {r + 1}/{ROUNDS}: raw")
+        raws.append(raw_invoke(model, frame, per_round))
+        progress(f"threads={threads} round {r + 1}/{ROUNDS}: naive")
+        naives.append(naive_loop(setup, model, per_round))
+        progress(f"threads={threads} round {r + 1}/{ROUNDS}: pipeline")
+        pipes.append(pipeline_unpaced(setup, model, per_round))
+    progress(f"threads={threads}: paced latency ({latency_s:g} s)")
+    paced = pipeline_paced(setup, model, latency_s)
+
+    def med(rows: list[dict[str, Any]], key: str) -> float:
+        return float(statistics.median(r[key] for r in rows))
+
+    raw_fps, naive_fps, pipe_fps = med(raws, "fps"), med(naives, "fps"), med(pipes, "fps")
+    stage_ms = {k: round(statistics.median(n["stage_ms"][k] for n in naives), 3) for k in STAGES}
+    out: dict[str, Any] = {
+        "threads": threads,
+        "frames": per_round * ROUNDS,
+        "raw_invoke_fps": round(raw_fps, 2),
+        "naive_fps": round(naive_fps, 2),
+        "pipeline_fps": round(pipe_fps, 2),
+        "pipeline_published_fps": round(med(pipes, "published_fps"), 2),
+        "naive_frame_ms": round(med(naives, "frame_ms"), 3),
+        "raw_invoke_ms": round(med(raws, "invoke_ms"), 3),
+        "stage_ms": stage_ms,
+        "latency_ms": paced["latency_ms"],
+        "paced_fps": round(paced["fps"], 2),
+        "paced_invoke_ms": round(paced["invoke_ms"], 3),
+        "cpu_percent": {
+            "raw": round(med(raws, "cpu"), 1),
+            "naive": round(med(naives, "cpu"), 1),
+            "pipeline": round(med(pipes, "cpu"), 1),
+            "paced": round(paced["cpu"], 1),
+        },
+        "rounds": {
+            "raw_invoke_fps": [round(r["fps"], 2) for r in raws],
+            "naive_fps": [round(r["fps"], 2) for r in naives],
+            "pipeline_fps": [round(r["fps"], 2) for r in pipes],
+        },
+        "rss_steady_mb": round(statistics.median(p["rss_mb"] for p in pipes), 1),
+    }
+    out["targets"] = targets(out)
+    return out
+
+
+def targets(fig: dict[str, Any]) -> dict[str, Any]:
+    """The issue's three targets, as ratios and a pass flag. The fps ratios are the median of
+    the per-round ratios: the three loops of one round run seconds apart, so a change in the
+    machine's load between rounds cancels out of each round's ratio."""
+    rounds = fig["rounds"]
+
+    def ratio(a: str, b: str) -> float:
+        pairs = [x / y for x, y in zip(rounds[a], rounds[b]) if y > 0]
+        return float(statistics.median(pairs)) if pairs else 0.0
+
+    vs_raw = ratio("pipeline_fps", "raw_invoke_fps")
+    vs_naive = ratio("pipeline_fps", "naive_fps")
+    lat = fig["latency_ms"]["p50"] / fig["paced_invoke_ms"] if fig["paced_invoke_ms"] else 0.0
+    return {
+        "pipeline_vs_raw": round(vs_raw, 3),
+        "pipeline_vs_naive": round(vs_naive, 3),
+        "latency_p50_vs_invoke": round(lat, 3),
+        "met": vs_raw >= 0.9 and vs_naive >= 1.15 and 0 < lat <= 1.5,
+    }
+
+
+def choose(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best split of cores: highest pipeline_fps among thread counts that meet the targets
+    (all of them when none does)."""
+    ok = [r for r in runs if r["targets"]["met"]] or runs
+    return max(ok, key=lambda r: r["pipeline_fps"])
+
+
+# --- memory soak and motion gating -----------------------------------------------------------
+
+
+def memory_soak(setup: Setup, threads: int, frames: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The pipeline with one viewer for `frames` frames (the source loops): RSS after warm-up
+    and at the end."""
+    model = setup.load(threads)
+    warm = min(500, max(WARMUP_FRAMES, frames // 10))
+    run = PipelineRun(setup, model, pace=False, record=False)
+    run.start()
+    samples: list[tuple[int, float]] = []
+    try:
+        assert run.view is not None
+        if not run.view.wait_for(warm, START_TIMEOUT_S + warm):
+            raise UserError("bench: the pipeline stalled during warm-up")
+        after_warmup = rss_mb()
+        t0 = clock.now()
+        samples.append((warm, round(after_warmup, 2)))
+        step = max(1, (frames - warm) // 10)
+        target = warm
+        while target < frames:
+            target = min(frames, target + step)
+            if not run.view.wait_for(target, 60.0 + step):
+                raise UserError(f"bench: the pipeline stalled after {run.view.count} frames")
+            samples.append((target, round(rss_mb(), 2)))
+            progress(f"memory: {target}/{frames} frames, rss {samples[-1][1]:.1f} MB")
+        wall = clock.now() - t0
+        end = rss_mb()
+    finally:
+        run.stop()
+    return {
+        "threads": threads,
+        "frames": frames,
+        "warmup_frames": warm,
+        "rss_after_warmup_mb": round(after_warmup, 2),
+        "rss_end_mb": round(end, 2),
+        "rss_growth_mb": round(end - after_warmup, 2),
+        "rss_peak_mb": round(peak_rss_mb(), 2),
+        "fps": round((frames - warm) / wall, 2) if wall > 0 else 0.0,
+        "samples": samples,
+    }
+
+
+def write_still_clip(source: Source, path: Path, frames: int = 50) -> float:
+    """A real video file of one frame repeated, at the source's own rate."""
+    source.open()
+    try:
+        cap = source.read()
+        fps = source.fps or 10.0
+    finally:
+        source.close()
+    if cap is None:
+        raise UserError("bench: no frame for the still clip")
+    h, w = cap.image.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    if not writer.isOpened():
+        raise UserError(f"bench: cannot write {path}")
+    try:
+        for _ in range(frames):
+            writer.write(cap.image)
+    finally:
+        writer.release()
+    return fps
+
+
+def gating(setup: Setup, threads: int, seconds: float, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Process CPU on a still clip played at its own rate, gate off against gate on; then the
+    moving source with the gate on, to show that motion is inferred."""
+    model = setup.load(threads)
+    out: dict[str, Any] = {"threads": threads, "seconds": seconds}
+    with tempfile.TemporaryDirectory(prefix="edgedetect-bench-") as tmp:
+        still = Path(tmp) / "still.avi"
+        write_still_clip(setup.source_for(model, pace=False, loop=False), still)
+        still_setup = Setup(setup.model_path, setup.labels, setup.model_name,
+                            SourceConfig(uri=str(still)), setup.catalogue, setup.flt)
+        for name, gate in (("off", None), ("on", MotionGate(MotionConfig()))):
+            progress(f"gating {name}: still clip for {seconds:g} s")
+            out[name] = _gated_run(still_setup, model, gate, seconds)
+        progress(f"gating on: moving source for {seconds:g} s")
+        out["motion_source"] = _gated_run(setup, model, MotionGate(MotionConfig()), seconds)
+    off, on = out["off"]["cpu_percent"], out["on"]["cpu_percent"]
+    out["cpu_reduction_pct"] = round(100.0 * (1 - on / off), 1) if off > 0 else 0.0
+    return out
+
+
+def _gated_run(setup: Setup, model: Model, gate: MotionGate | None, seconds: float) -> dict[str, Any]:
+    run = PipelineRun(setup, model, pace=True, viewer=False, gate=gate)
+    run.start()
+    try:
+        run.wait_published(3, START_TIMEOUT_S)
+        inferred0, skipped0 = run.stats.inference.total, run.stats.skipped.total
+        cpu = CpuMeter()
+        run.stop_event.wait(seconds)
+        cpu_pct = cpu.percent()
+        inferred, skipped = run.stats.inference.total - inferred0, run.stats.skipped.total - skipped0
+    finally:
+        run.stop()
+    res: dict[str, Any] = {
+        "cpu_percent": round(cpu_pct, 1),
+        "inferred_fps": round(inferred / seconds, 2),
+        "skipped_fps": round(skipped / seconds, 2),
+    }
+    if gate is not None:
+        res["motion"] = gate.figures()
+    return res
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def run_bench(model: str = "ssd-mobilenet-v2-coco", source: str = "demo", threads: str = "auto",
+              frames: int = 300, latency_seconds: float = 6.0, labels: str = "", models_dir: str = "",
+              memory: bool = False, gating_seconds: float = 0.0,
+              progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Everything `edgedetect bench` measures, as one dict (also the --json output)."""
+    from edgedetect.daemon import resolve_model
+
+    if frames < 1:
+        raise UserError(f"--frames: expected a positive number, got {frames}")
+    catalogue = Catalogue.load(models_dir or None)
+    files = resolve_model(ModelConfig(path=model, labels=labels, models_dir=models_dir), catalogue)
+    setup = Setup(files.model, files.labels, files.name, SourceConfig(uri=source), catalogue)
+    tried = parse_threads(threads)
+    auto = tried is None
+    candidates = auto_candidates() if auto else tried
+    report: dict[str, Any] = {
+        "model": files.name,
+        "source": source,
+        "cpu_count": os.cpu_count(),
+        "threads_mode": "auto" if auto else threads,
+    }
+    if memory:
+        n = candidates[0] if len(candidates) == 1 else choose_default_threads()
+        report["memory"] = memory_soak(setup, n, frames, progress)
+        report["threads"] = n
+        return report
+    if gating_seconds > 0:
+        n = candidates[0] if len(candidates) == 1 else choose_default_threads()
+        report["gating"] = gating(setup, n, gating_seconds, progress)
+        report["threads"] = n
+        return report
+    runs = [bench_threads(setup, n, frames, latency_seconds, progress) for n in candidates]
+    best = choose(runs)
+    report.update(best)
+    report["rss_mb"] = {"peak": round(peak_rss_mb(), 1), "steady": best["rss_steady_mb"]}
+    report["threads_tried"] = candidates
+    report["per_threads"] = {str(r["threads"]): r for r in runs}
+    return report
+
+
+def choose_default_threads(cores: int | None = None) -> int:
+    """What `auto` settles on when it does not measure: inference on all cores but one, which
+    is left to capture, drawing and encoding (the split bench measures best on 2 and 4 cores)."""
+    n = cores or os.cpu_count() or 1
+    return max(1, n - 1)
+
+
+def table(report: dict[str, Any]) -> str:
+    """The human-readable summary."""
+    lines = [f"model {report['model']}  source {report['source']}  cores {report['cpu_count']}"]
+    if "memory" in report:
+        m = report["memory"]
+        lines += [f"memory soak: {m['frames']} frames, {m['threads']} threads, {m['fps']} fps",
+                  f"  rss after warm-up {m['rss_after_warmup_mb']} MB, at end {m['rss_end_mb']} MB, "
+                  f"growth {m['rss_growth_mb']} MB, peak {m['rss_peak_mb']} MB"]
+        return "\n".join(lines)
+    if "gating" in report:
+        g = report["gating"]
+        lines += [f"motion gating on a still clip ({g['seconds']:g} s each, {g['threads']} threads):",
+                  f"  gate off: cpu {g['off']['cpu_percent']}%  inferred {g['off']['inferred_fps']} fps",
+                  f"  gate on:  cpu {g['on']['cpu_percent']}%  inferred {g['on']['inferred_fps']} fps  "
+                  f"skipped {g['on']['skipped_fps']} fps",
+                  f"  cpu reduction {g['cpu_reduction_pct']}%",
+                  f"  moving source, gate on: inferred {g['motion_source']['inferred_fps']} fps, "
+                  f"skipped {g['motion_source']['skipped_fps']} fps"]
+        return "\n".join(lines)
+    head = f"{'threads':>7} {'raw fps':>8} {'naive fps':>9} {'pipe fps':>8} {'pipe/raw':>8} {'pipe/naive':>10} " \
+           f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'invoke ms':>9} {'cpu %':>6}"
+    lines.append(head)
+    for key, r in report["per_threads"].items():
+        t = r["targets"]
+        mark = " *" if r["threads"] == report["threads"] else ""
+        lines.append(f"{key:>7} {r['raw_invoke_fps']:>8.1f} {r['naive_fps']:>9.1f} {r['pipeline_fps']:>8.1f} "
+                     f"{t['pipeline_vs_raw']:>8.2f} {t['pipeline_vs_naive']:>10.2f} "
+                     f"{r['latency_ms']['p50']:>7.1f} {r['latency_ms']['p95']:>7.1f} {r['latency_ms']['p99']:>7.1f} "
+                     f"{r['paced_invoke_ms']:>9.1f} {r['cpu_percent']['pipeline']:>6.0f}{mark}")
+    s = report["stage_ms"]
+    lines.append("per frame (naive loop, threads=%d): " % report["threads"]
+                 + "  ".join(f"{k} {v:.2f} ms" for k, v in s.items()))
+    lines.append(f"rss: peak {report['rss_mb']['peak']} MB, steady {report['rss_mb']['steady']} MB;  "
+                 f"targets {'met' if report['targets']['met'] else 'NOT met'} at threads={report['threads']} (*)")
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(f"  {msg}", file=sys.stderr, flush=True)
+
+    report = run_bench(model=args.model, source=args.source, threads=args.threads, frames=args.frames,
+                       latency_seconds=args.latency_seconds, labels=args.labels or "",
+                       models_dir=args.models_dir or "", memory=args.memory,
+                       gating_seconds=args.gating_seconds if args.gating else 0.0, progress=progress)
+    if args.plot:
+        from edgedetect.benchplot import plot
+
+        plot(report, Path(args.plot))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(table(report))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("bench", help="measure raw, naive and pipelined speed, latency, CPU and memory")
+    p.add_argument("--model", default="ssd-mobilenet-v2-coco", help="catalogue name or .tflite file")
+    p.add_argument("--labels", help="labels file")
+    p.add_argument("--models-dir", help="':'-separated mirror directories of model files")
+    p.add_argument("--source", default="demo", help="video, camera or stream to read (default: demo, vtest.avi)")
+    p.add_argument("--threads", default="auto",
+                   help="interpreter threads to measure, e.g. 1,2 (auto: 1..cores, best one reported)")
+    p.add_argument("--frames", type=int, default=300, help="frames per measurement (default 300)")
+    p.add_argument("--latency-seconds", type=float, default=6.0, help="length of the paced latency run")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the figures (needs matplotlib: edgedetect[plot])")
+    p.add_argument("--memory", action="store_true", help="soak: run --frames frames, report RSS growth")
+    p.add_argument("--gating", action="store_true", help="CPU on a still clip with motion gating off and on")
+    p.add_argument("--gating-seconds", type=float, default=10.0, help="length of each gating run")
+    p.set_defaults(func=cmd_bench)

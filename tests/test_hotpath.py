@@ -1,0 +1,142 @@
+"""The hot path without waste: JPEGs only for viewers and at most one per result, buffers made
+once, preprocessing and gating without per-frame allocations."""
+
+from __future__ import annotations
+
+import threading
+import tracemalloc
+
+import cv2
+import numpy as np
+
+from conftest import VTEST
+from edgedetect.capture import CaptureThread
+from edgedetect.config import MotionConfig
+from edgedetect.frames import Frame
+from edgedetect.model import DetectFilter
+from edgedetect.motion import MotionGate
+from edgedetect.publish import Publisher
+from edgedetect.slot import LatestSlot
+from edgedetect.sources.video import VideoFile
+from edgedetect.stats import PipelineStats
+from edgedetect.worker import InferenceWorker
+
+
+def vtest_frame(index: int = 0) -> np.ndarray:
+    cap = cv2.VideoCapture(str(VTEST))
+    for _ in range(index + 1):
+        ok, img = cap.read()
+        assert ok
+    cap.release()
+    return img
+
+
+def run_pipeline(detector, viewers: int, results: int) -> tuple[Publisher, int, list[int]]:
+    """The daemon's stages on vtest (unpaced) with `viewers` threads doing what the stream does."""
+    slot: LatestSlot[Frame] = LatestSlot()
+    stats = PipelineStats(dropped=lambda: slot.dropped)
+    pub = Publisher(stats)
+    published = threading.Semaphore(0)
+    pub.add_listener(lambda r: published.release())
+    worker = InferenceWorker(detector, slot, pub.publish, stats, DetectFilter())
+    src = VideoFile(VTEST, pace=False, loop=True)
+    src.open()
+    capture = CaptureThread(lambda: VideoFile(VTEST, pace=False, loop=True), slot, stats, source=src)
+    stop = threading.Event()
+    got = [0] * viewers
+
+    def viewer(k: int) -> None:
+        seq = 0
+        while not stop.is_set():
+            new_seq, result = pub.wait_newer(seq, timeout=0.2)
+            if result is None or new_seq == seq:
+                continue
+            seq, jpg = pub.jpeg()
+            if jpg:
+                assert jpg[:2] == b"\xff\xd8"
+                got[k] += 1
+
+    threads = [threading.Thread(target=viewer, args=(k,)) for k in range(viewers)]
+    for t in threads:
+        t.start()
+    worker.start()
+    capture.start()
+    try:
+        for _ in range(results):
+            assert published.acquire(timeout=10)
+    finally:
+        capture.stop()
+        worker.stop()
+        slot.close()
+        stop.set()
+        pub.close()
+        for t in (capture, worker, *threads):
+            t.join(3)
+    return pub, stats.published.total, got
+
+
+def test_no_viewer_no_jpeg(detector):
+    pub, published, _ = run_pipeline(detector, viewers=0, results=25)
+    assert published >= 25
+    assert pub.encoded == 0
+
+
+def test_one_jpeg_per_result_however_many_viewers(detector):
+    pub, published, got = run_pipeline(detector, viewers=3, results=40)
+    assert all(n > 0 for n in got)
+    # Each viewer may skip results it was too slow for, but no result is encoded twice.
+    assert 0 < pub.encoded <= published
+    assert pub.encoded < sum(got)  # the viewers shared encodings
+
+
+def test_preprocessing_writes_into_the_input_tensor(detector):
+    img = vtest_frame()
+    tensor = detector.interp.tensor(detector.input.index)
+    before = tensor().ctypes.data
+    detector.set_input(img, bgr=True)  # warm
+    tracemalloc.start()
+    try:
+        for _ in range(20):
+            detector.set_input(img, bgr=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A resized copy would be 300*300*3 = 270 kB; only small Python objects may appear.
+    assert peak < 32_000, peak
+    assert tensor().ctypes.data == before
+    # And what is in the tensor is the frame, resized and in RGB order.
+    want = cv2.cvtColor(cv2.resize(img, (300, 300), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(tensor()[0], want)
+
+
+def test_outputs_read_into_buffers_made_once(detector):
+    detector.set_input(vtest_frame(), bgr=True)
+    detector.invoke()
+    flt = DetectFilter(threshold=0.3)
+    first = detector.detections(flt)
+    arrays = [id(a) for a in detector._buffers.arrays]
+    tracemalloc.start()
+    try:
+        for _ in range(20):
+            again = detector.detections(flt)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert again == first and first
+    assert [id(a) for a in detector._buffers.arrays] == arrays
+    assert peak < 32_000, peak
+
+
+def test_motion_thumbnail_allocates_nothing_per_frame():
+    a, b = vtest_frame(0), vtest_frame(30)
+    gate = MotionGate(MotionConfig())
+    gate.should_infer(Frame(0, 0.0, a), 0.0)
+    gate.inferred(0.0)
+    tracemalloc.start()
+    try:
+        for i in range(50):
+            gate.should_infer(Frame(i, 0.1, b if i % 2 else a), 0.1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16_000, peak
