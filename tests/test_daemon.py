@@ -145,3 +145,18 @@ def test_bad_start_is_one_line_error(args, message):
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("edgedetect: error:")]
     assert r.returncode == 2 and len(errors) == 1 and message in errors[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_classifier_through_the_daemon():
+    """A model made by `edgedetect quantize` (int8 in and out) classifies a folder of images,
+    its labels found next to it."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "digits"
+    with DaemonProcess("run", "--model", str(data / "int8.tflite"), "--labels", str(data / "labels.txt"),
+                       "--source", str(data / "images"), "--no-pace", "--loop", "--port", "0") as d:
+        det = d.wait_for(lambda: (lambda j: j if j.get("classes") else None)(d.json("/api/detections")))
+        assert det["detections"] == [] and len(det["classes"]) == 3
+        assert det["classes"][0]["label"] in [str(i) for i in range(10)]
+        status, body = d.get("/snapshot.jpg")
+        assert status == 200 and body[:2] == b"\xff\xd8"
