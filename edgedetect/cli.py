@@ -20,7 +20,7 @@ CONFIG_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--loop", "source.loop", {"action": "store_const", "const": True, "help": "restart a file at its end"}),
     ("--model", "model.path", {"help": "catalogue name or .tflite file"}),
     ("--labels", "model.labels", {"help": "labels file"}),
-    ("--threads", "model.threads", {"type": int, "help": "interpreter threads (default: one per core)"}),
+    ("--threads", "model.threads", {"type": int, "help": "interpreter threads (default: all cores but one)"}),
     ("--models-dir", "model.models_dir", {"help": "':'-separated mirror directories of model files"}),
     ("--threshold", "detect.threshold", {"type": float, "help": "minimum detection score"}),
     ("--allow", "detect.allow", {"type": lambda s: [x for x in s.split(",") if x], "help": "labels to keep, comma-separated"}),

@@ -42,7 +42,7 @@ class SourceConfig:
 class ModelConfig:
     path: str = _f("ssd-mobilenet-v2-coco", "catalogue name or .tflite file")
     labels: str = _f("", "labels file; empty: the catalogue's, or one found next to the model")
-    threads: int = _f(0, "interpreter threads; 0: one per core", 0, 64)
+    threads: int = _f(0, "interpreter threads; 0: all cores but one (left to capture and encoding)", 0, 64)
     input_range: list[float] = _f([-1.0, 1.0], "real range that pixel values 0..255 map to for the model")
     models_dir: str = _f("", "':'-separated mirror directories searched before the cache")
 

@@ -30,8 +30,13 @@ def interpreter_class() -> tuple[type, str]:
         ) from None
 
 
-def default_threads() -> int:
-    return os.cpu_count() or 1
+def default_threads(cores: int | None = None) -> int:
+    """Interpreter threads when none are asked for: all cores but one, which is left to capture,
+    drawing, encoding and the server. `edgedetect bench` measured this split best on a 2-core
+    machine (pipeline 0.93 of the interpreter alone, against 0.71-0.75 with both cores on
+    inference); see docs/benchmarks.md."""
+    n = cores or os.cpu_count() or 1
+    return max(1, n - 1)
 
 
 def check_model_file(path: Path) -> None:

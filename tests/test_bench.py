@@ -57,7 +57,8 @@ def test_figures_are_self_consistent(report: dict):
     assert r["naive_fps"] == pytest.approx(1000.0 / r["naive_frame_ms"], rel=0.01)
     # Its stages account for the frame time (the rest is loop overhead), and each is below it.
     stage_sum = sum(r["stage_ms"].values())
-    assert 0.8 * r["naive_frame_ms"] <= stage_sum <= r["naive_frame_ms"]
+    # (medians per stage need not add up to the median frame exactly: 2% slack)
+    assert 0.8 * r["naive_frame_ms"] <= stage_sum <= 1.02 * r["naive_frame_ms"]
     assert r["stage_ms"]["invoke"] < r["naive_frame_ms"]
     # Invoke alone is at least as fast as invoke plus everything else, give or take the load.
     assert r["raw_invoke_fps"] * 1.25 >= r["naive_fps"]
@@ -67,7 +68,7 @@ def test_figures_are_self_consistent(report: dict):
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
     # Capture-to-publish includes the invoke, so it cannot be shorter than most invokes.
     assert lat["p95"] >= 0.5 * r["paced_invoke_ms"]
-    assert r["rss_mb"]["peak"] >= r["rss_mb"]["steady"]
+    assert r["rss_mb"]["peak"] >= r["rss_mb"]["steady"] - 0.2  # both rounded to 0.1 MB
     # The paced run delivers about the clip's 10 fps, not the unpaced rate.
     assert 5 <= r["paced_fps"] <= 12
     rounds = r["rounds"]
