@@ -4,7 +4,6 @@ the source with capped exponential backoff when it fails."""
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Callable
 
 from edgedetect import clock
@@ -12,6 +11,7 @@ from edgedetect.errors import SourceError
 from edgedetect.frames import Frame
 from edgedetect.slot import LatestSlot
 from edgedetect.sources import Source
+from edgedetect.stage import StageThread
 from edgedetect.stats import PipelineStats
 
 log = logging.getLogger("edgedetect.capture")
@@ -20,15 +20,14 @@ BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 
 
-class CaptureThread:
+class CaptureThread(StageThread):
     def __init__(self, make_source: Callable[[], Source], slot: LatestSlot[Frame], stats: PipelineStats,
                  source: Source | None = None):
+        super().__init__("capture")
         self._make_source = make_source
         self._source = source  # an already-open source, so start-up errors surface before threads run
         self._slot = slot
         self._stats = stats
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._index = 0
         self.started_t = 0.0
         self.last_frame_t = 0.0
@@ -49,7 +48,7 @@ class CaptureThread:
 
     def start(self) -> None:
         self.started_t = self._progress_t = clock.now()
-        self._thread.start()
+        super().start()
 
     @property
     def idle_s(self) -> float:
@@ -62,15 +61,12 @@ class CaptureThread:
         self.stop()
 
     def stop(self) -> None:
-        self._stop.set()
+        super().stop()
         # Cut a pacing sleep short. The source itself is closed by the capture thread: closing a
         # VideoCapture while another thread is inside read() can crash OpenCV.
         interrupt = getattr(self._source, "interrupt", None)
         if interrupt is not None:
             interrupt()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
 
     def _backoff(self, reason: SourceError) -> None:
         self._set_state("reconnecting")

@@ -44,6 +44,7 @@ from edgedetect import __version__, clock
 from edgedetect.config import Config, MqttConfig
 from edgedetect.errors import UserError
 from edgedetect.frames import Result
+from edgedetect.stage import StageThread
 from edgedetect.tracker import TrackEvent, Tracker, TrackerConfig
 
 if TYPE_CHECKING:
@@ -272,8 +273,9 @@ class MqttLink:
             self._logged_down = True
 
 
-class EventsExtension:
+class EventsExtension(StageThread):
     def __init__(self, cfg: Config, device: str, stats_snapshot: Any, model_name: str = ""):
+        super().__init__("events")
         mc = cfg.mqtt
         self.mc = mc
         self.device = device
@@ -292,8 +294,6 @@ class EventsExtension:
         self._counts: dict[str, int] = {label: 0 for label in mc.labels}
         self._discovered: set[str] = set()
         self._frame_size = (0, 0)  # (height, width) of the latest frame, for events ended at stop
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="events", daemon=True)
 
     # --- hooks (other threads; must return at once) ------------------------------------------------
 
@@ -323,13 +323,7 @@ class EventsExtension:
 
     def start(self) -> None:
         self.link.start()
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        super().start()
 
     # --- the events thread -------------------------------------------------------------------
 

@@ -80,10 +80,12 @@ class Publisher:
 
     def jpeg(self) -> tuple[int, bytes]:
         """The newest result annotated and JPEG-encoded; (0, b"") before the first result."""
-        seq, result = self.latest()
-        if result is None:
-            return 0, b""
         with self._jpeg_lock:
+            # Which result is newest is read under the lock: a viewer that waited for it while
+            # another encoded a newer one gets that one, and no older result is encoded again.
+            seq, result = self.latest()
+            if result is None:
+                return 0, b""
             if self._jpeg_seq != seq:
                 img = result.frame.image
                 if result.frame.index >= 0:  # not a placeholder card

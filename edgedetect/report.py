@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Callable
 
+from edgedetect.stage import StageThread
 from edgedetect.stats import PipelineStats, log_line
 
 log = logging.getLogger("edgedetect.stats")
@@ -18,22 +18,12 @@ def log_sink(snap: dict[str, Any]) -> None:
     log.info("%s", log_line(snap), extra={"snapshot": snap})
 
 
-class StatsReporter:
+class StatsReporter(StageThread):
     def __init__(self, stats: PipelineStats, interval: float, sinks: list[Sink] | None = None):
+        super().__init__("stats")
         self.stats = stats
         self.interval = interval
         self.sinks: list[Sink] = list(sinks) if sinks is not None else [log_sink]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stats", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -19,6 +19,7 @@ from edgedetect.frames import Frame, Result
 from edgedetect.model import Classifier, DetectFilter, Detector
 from edgedetect.motion import MotionGate
 from edgedetect.slot import LatestSlot
+from edgedetect.stage import StageThread
 from edgedetect.stats import PipelineStats
 
 log = logging.getLogger("edgedetect.worker")
@@ -58,10 +59,11 @@ def held(last: Result, frame: Frame) -> Result:
     return Result(frame, last.detections, last.classes, inference_ms=0.0, t_done=clock.now(), held=True)
 
 
-class InferenceWorker:
+class InferenceWorker(StageThread):
     def __init__(self, model: Detector | Classifier, slot: LatestSlot[Frame], publish: Callable[[Result], None],
                  stats: PipelineStats, flt: DetectFilter, top_k: int = 3, max_failures: int = 10,
                  motion: MotionGate | None = None):
+        super().__init__("inference")
         self.model = model
         self._slot = slot
         self._publish = publish
@@ -75,17 +77,6 @@ class InferenceWorker:
         self.failed = threading.Event()  # set after max_failures in a row: the daemon exits
         self.last_result_t = 0.0
         self._last: Result | None = None  # newest inferred result, held on still frames
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
 
     def _gate_skips(self, frame: Frame) -> bool:
         gate = self.motion
