@@ -49,6 +49,10 @@ def test_every_key_present_and_positive(report: dict):
     assert positive(report["rss_mb"]["peak"]) and positive(report["rss_mb"]["steady"])
     assert report["threads"] == 1 and report["threads_tried"] == [1] and set(report["per_threads"]) == {"1"}
     assert set(report["targets"]) == {"pipeline_vs_raw", "pipeline_vs_naive", "latency_p50_vs_invoke", "met"}
+    par = report["parallel"]
+    assert par["cores"] >= 1 and positive(par["invoke_fps_alone"]) and 0 < par["effective_cores"] <= par["cores"] * 1.3
+    stages = report["stage_ms"]
+    assert par["serial_ceiling_pipeline_vs_raw"] == pytest.approx(stages["invoke"] / sum(stages.values()), abs=2e-3)
 
 
 def test_figures_are_self_consistent(report: dict):
