@@ -218,7 +218,7 @@ def naive_loop(setup: Setup, model: Model, n: int) -> dict[str, Any]:
 
 
 class Viewer:
-    """One MJPEG viewer, in-process: the loop of server.py's `_stream` without the socket."""
+    """One MJPEG viewer, in-process: server.py's stream loop (Publisher.stream) without the socket."""
 
     def __init__(self, publisher: Publisher, stop: threading.Event, record: bool = True):
         self._pub = publisher
@@ -236,18 +236,12 @@ class Viewer:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        seq = 0
-        while not self._stop.is_set():
-            new_seq, result = self._pub.wait_newer(seq, timeout=0.2)
-            if result is None or new_seq == seq:
-                continue
-            seq, jpg = self._pub.jpeg()
-            if jpg:
-                with self.new:
-                    self.count += 1
-                    if self._record:
-                        self.times.append(clock.now())
-                    self.new.notify_all()
+        for _jpg in self._pub.stream(self._stop, poll_s=0.2):
+            with self.new:
+                self.count += 1
+                if self._record:
+                    self.times.append(clock.now())
+                self.new.notify_all()
 
     def wait_for(self, count: int, timeout: float) -> bool:
         with self.new:

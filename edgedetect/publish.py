@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 
@@ -95,6 +95,18 @@ class Publisher:
                     self._jpeg, self._jpeg_seq = buf.tobytes(), seq
                     self.encoded += 1
             return self._jpeg_seq, self._jpeg
+
+    def stream(self, stop: threading.Event, poll_s: float = 0.5) -> Iterator[bytes]:
+        """JPEGs as one viewer receives them: each of a newer result than the last, the results
+        that came while the viewer was busy skipped (for this viewer only)."""
+        seq = 0
+        while not stop.is_set():
+            new_seq, result = self.wait_newer(seq, timeout=poll_s)
+            if result is None or new_seq == seq:
+                continue
+            seq, jpg = self.jpeg()
+            if jpg:
+                yield jpg
 
     def close(self) -> None:
         with self._cond:

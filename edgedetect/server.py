@@ -245,14 +245,7 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 self.close_connection = True
-                seq = 0
-                while not srv.stopping.is_set():
-                    new_seq, result = srv.publisher.wait_newer(seq, timeout=0.5)
-                    if result is None or new_seq == seq:
-                        continue
-                    seq, jpg = srv.publisher.jpeg()
-                    if not jpg:
-                        continue
+                for jpg in srv.publisher.stream(srv.stopping):
                     head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                             f"Content-Length: {len(jpg)}\r\n\r\n").encode()
                     self.wfile.write(head + jpg + b"\r\n")

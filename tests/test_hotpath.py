@@ -46,15 +46,9 @@ def run_pipeline(detector, viewers: int, results: int) -> tuple[Publisher, int, 
     got = [0] * viewers
 
     def viewer(k: int) -> None:
-        seq = 0
-        while not stop.is_set():
-            new_seq, result = pub.wait_newer(seq, timeout=0.2)
-            if result is None or new_seq == seq:
-                continue
-            seq, jpg = pub.jpeg()
-            if jpg:
-                assert jpg[:2] == b"\xff\xd8"
-                got[k] += 1
+        for jpg in pub.stream(stop, poll_s=0.2):  # what each HTTP viewer's thread does
+            assert jpg[:2] == b"\xff\xd8"
+            got[k] += 1
 
     threads = [threading.Thread(target=viewer, args=(k,)) for k in range(viewers)]
     for t in threads:
