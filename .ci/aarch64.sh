@@ -5,7 +5,7 @@
 # emulation as a Cortex-A72. No debootstrap: the arm64 .debs are unpacked into a sysroot that qemu
 # uses as its library prefix, and the wheels are installed for aarch64 by the host's pip.
 #
-#   bash .ci/aarch64.sh [pytest args...]     default: tests/test_model.py tests/test_pipeline.py -q
+#   bash .ci/aarch64.sh [pytest args...]     default: tests/test_model.py tests/test_model_inputs.py tests/test_pipeline.py -q
 #
 # Environment:
 #   EDGEDETECT_ARM64_CACHE    cache of the sysroot and wheels (default /var/cache/edgedetect-arm64)
@@ -114,7 +114,7 @@ fi
 
 START=$SECONDS
 if (($# == 0)); then
-    set -- tests/test_model.py tests/test_pipeline.py -q
+    set -- tests/test_model.py tests/test_model_inputs.py tests/test_pipeline.py -q
 fi
 [[ -f $FAKE_CPUINFO ]] || fail "$FAKE_CPUINFO is missing"
 [[ -f $SSD_MODEL ]] || fail "$SSD_MODEL is missing (the shared test models belong in ../shared/models)"
