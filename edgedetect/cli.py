@@ -49,8 +49,10 @@ def config_from_args(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edgedetect.daemon import Daemon
+    from edgedetect.memtune import limit_malloc_arenas
 
     cfg = config_from_args(args)
+    limit_malloc_arenas()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
