@@ -53,21 +53,24 @@ def test_good_setup_all_ok(tmp_path: Path, capsys) -> None:
     assert lines["runtime"].startswith("ok   runtime: ai-edge-litert ")
 
 
-def test_broken_setup_reports_each_fault(tmp_path: Path, capsys) -> None:
-    cfg = tmp_path / "edgedetect.toml"
-    cfg.write_text("[detect]\nthreshhold = 0.4\n")
+@pytest.fixture
+def busy_port():
+    """A port some other program is listening on."""
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
-    port = busy.getsockname()[1]
+    yield busy.getsockname()[1]
+    busy.close()
+
+
+def test_broken_setup_reports_each_fault(tmp_path: Path, capsys, busy_port: int) -> None:
+    cfg = tmp_path / "edgedetect.toml"
+    cfg.write_text("[detect]\nthreshhold = 0.4\n")
     empty_sys = tmp_path / "sys"
     empty_sys.mkdir()
-    try:
-        code, lines = run_doctor(capsys, "--config", str(cfg), "--source", "/dev/video9",
-                                 "--model", str(tmp_path / "missing.tflite"), "--sysfs-root", str(empty_sys),
-                                 "--port", str(port), "--dev-root", str(tmp_path))
-    finally:
-        busy.close()
+    code, lines = run_doctor(capsys, "--config", str(cfg), "--source", "/dev/video9",
+                             "--model", str(tmp_path / "missing.tflite"), "--sysfs-root", str(empty_sys),
+                             "--port", str(busy_port), "--dev-root", str(tmp_path))
     assert code == 1
     assert lines["config"] == (
         f"FAIL config: {cfg}: [detect]: unknown key 'threshhold' (did you mean 'threshold'?); expected one of: "
@@ -77,19 +80,13 @@ def test_broken_setup_reports_each_fault(tmp_path: Path, capsys) -> None:
     assert lines["model"].startswith("ok   model: ssd-mobilenet-v2-coco")
 
 
-def test_broken_setup_with_valid_config(tmp_path: Path, capsys) -> None:
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen()
-    port = busy.getsockname()[1]
+def test_broken_setup_with_valid_config(tmp_path: Path, capsys, busy_port: int) -> None:
+    port = busy_port
     empty_sys = tmp_path / "sys"
     empty_sys.mkdir()
     missing = tmp_path / "missing.tflite"
-    try:
-        code, lines = run_doctor(capsys, "--source", "/dev/video9", "--model", str(missing),
-                                 "--sysfs-root", str(empty_sys), "--port", str(port), "--dev-root", str(tmp_path))
-    finally:
-        busy.close()
+    code, lines = run_doctor(capsys, "--source", "/dev/video9", "--model", str(missing),
+                             "--sysfs-root", str(empty_sys), "--port", str(port), "--dev-root", str(tmp_path))
     assert code == 1
     assert lines["model"] == (
         f"FAIL model: {missing}: model file not found (expected a .tflite file or one of: ssd-mobilenet-v2-coco, "
