@@ -21,6 +21,7 @@ from edgedetect.config import Config, ModelConfig
 from edgedetect.errors import ModelError, UserError
 from edgedetect.extensions import Extension, attach_all
 from edgedetect.frames import Frame, Result
+from edgedetect.health import Progress, progress
 from edgedetect.model import Classifier, DetectFilter, Detector, load_model
 from edgedetect.motion import MotionGate, motion_enabled
 from edgedetect.publish import Publisher
@@ -185,23 +186,20 @@ class Daemon:
 
     # --- running ----------------------------------------------------------------------------
 
+    def progress(self, now: float | None = None) -> Progress:
+        worker, capture = self.worker, self.capture
+        return progress(self.first_result.is_set(), self.stats.source_state,
+                        worker.last_result_t if worker is not None else 0.0,
+                        capture.idle_s if capture is not None else 0.0,
+                        clock.now() if now is None else now, self.cfg.pipeline.stall_timeout)
+
     def healthy(self) -> tuple[bool, str]:
-        if not self.first_result.is_set():
-            return False, "starting"
-        state = self.stats.source_state
-        if state == "ended":
-            return True, "source ended"
-        if state != "running":
-            return False, f"source {state}"
-        assert self.worker is not None and self.capture is not None
-        limit = self.cfg.pipeline.stall_timeout
-        if self.capture.idle_s > limit:
-            return False, f"stalled: no frame from the source for {self.capture.idle_s:.0f} s"
-        idle = clock.now() - self.worker.last_result_t
-        # Frames arrive but none is processed: inference is stuck.
-        if idle > limit:
-            return False, f"stalled: no frame processed for {idle:.0f} s"
-        return True, "ok"
+        """For /healthz. Stricter than the watchdog: a source that is away and being reconnected
+        keeps systemd's watchdog fed (a restart would not bring it back) but is unhealthy."""
+        p = self.progress()
+        if p.state == "reconnecting":
+            return False, "source reconnecting"
+        return p.ok, "ok" if p.state == "running" else p.state
 
     def _check_source_stall(self) -> None:
         """A capture call that hangs (driver, network) never raises: notice the silence and

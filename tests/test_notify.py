@@ -17,7 +17,8 @@ import pytest
 from conftest import MEDIA, VTEST
 from daemonproc import DaemonProcess
 from edgedetect import notify
-from edgedetect.service import ServiceNotifier, attach, progress, summary
+from edgedetect.health import progress
+from edgedetect.service import ServiceNotifier, attach, summary
 
 
 class NotifySocket:
@@ -142,7 +143,10 @@ class FakeClock:
 
 
 def fake_daemon(stall_timeout: float = 5.0):
-    return SimpleNamespace(
+    """The daemon's recorded state, judged by the daemon's own Daemon.progress."""
+    from edgedetect.daemon import Daemon
+
+    d = SimpleNamespace(
         first_result=threading.Event(),
         stats=SimpleNamespace(source_state="running"),
         worker=SimpleNamespace(last_result_t=0.0),
@@ -150,6 +154,8 @@ def fake_daemon(stall_timeout: float = 5.0):
         cfg=SimpleNamespace(pipeline=SimpleNamespace(stall_timeout=stall_timeout)),
         on_tick=[], reporter=SimpleNamespace(sinks=[]),
     )
+    d.progress = lambda now=None: Daemon.progress(d, now)
+    return d
 
 
 def test_stuck_inference_stops_pings_while_frames_still_arrive() -> None:
