@@ -174,7 +174,6 @@ def naive_loop(setup: Setup, model: Model, n: int) -> dict[str, Any]:
     src.open()
     quality = [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY]
     sums = dict.fromkeys(STAGES, 0.0)
-    done = 0
     try:
         for i in range(WARMUP_FRAMES + n):
             if i == WARMUP_FRAMES:
@@ -205,7 +204,6 @@ def naive_loop(setup: Setup, model: Model, n: int) -> dict[str, Any]:
             t6 = clock.now()
             for k, a, b in zip(STAGES, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6)):
                 sums[k] += b - a
-            done += 1
         wall = clock.now() - t_start
     finally:
         src.close()

@@ -35,10 +35,6 @@ class CaptureThread(StageThread):
         self._waiting_s = 0.0  # a backoff the thread is sleeping through on purpose
         self._delay = BACKOFF_START_S  # grows with each failure, back to the start with a frame
 
-    @property
-    def state(self) -> str:
-        return self._stats.source_state
-
     def _set_state(self, state: str) -> None:
         if self._stop.is_set():
             return  # stopped or abandoned: the state belongs to whoever replaced this thread

@@ -119,9 +119,6 @@ class Catalogue:
         except KeyError:
             raise UserError(f"unknown model or media {name!r} (expected one of: {', '.join(self.entries)})") from None
 
-    def default_detector(self) -> Entry:
-        return next(e for e in self.entries.values() if e.default)
-
     def cached_path(self, entry: Entry, f: RemoteFile) -> Path:
         return self.cache / entry.name / f.filename
 

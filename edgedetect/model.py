@@ -198,7 +198,6 @@ class Detector(Model):
 
     def __init__(self, *args: Any, outputs_map: _Outputs, num_classes: int | None = None, **kw: Any):
         super().__init__(*args, **kw)
-        self._out = outputs_map
         self.num_classes = num_classes
         self._label_offset = 1 if has_background(self.labels) else 0
         if self.labels and num_classes:

@@ -65,12 +65,6 @@ def ready(status: str = "", env: Mapping[str, str] | None = None) -> bool:
     return notify("READY=1", *([status_text(status)] if status else []), env=env)
 
 
-def watchdog(env: Mapping[str, str] | None = None) -> bool:
-    return notify("WATCHDOG=1", env=env)
-
-
-def status(text: str, env: Mapping[str, str] | None = None) -> bool:
-    return notify(status_text(text), env=env)
 
 
 def stopping(env: Mapping[str, str] | None = None) -> bool:

@@ -15,14 +15,12 @@ class LatestSlot(Generic[T]):
         self._item: T | None = None
         self._closed = False
         self.dropped = 0
-        self.put_count = 0
 
     def put(self, item: T) -> None:
         with self._cond:
             if self._item is not None:
                 self.dropped += 1
             self._item = item
-            self.put_count += 1
             self._cond.notify_all()
 
     def take(self, timeout: float | None = None) -> T | None:

@@ -74,7 +74,6 @@ class PipelineStats:
         self.skipped = RateMeter()
         self.inference_ms = Samples(window)
         self.latency_ms = Samples(window)
-        self.detections_per_frame = Samples(window)
         self.inference_errors = 0
         self._dropped = dropped
         self._sysfs = SysfsReader(sysfs_root)
@@ -104,11 +103,10 @@ class PipelineStats:
         with self._lock:
             self.camera.tick(t)
 
-    def inferred(self, t: float, ms: float, n_detections: int) -> None:
+    def inferred(self, t: float, ms: float) -> None:
         with self._lock:
             self.inference.tick(t)
             self.inference_ms.add(ms)
-            self.detections_per_frame.add(n_detections)
 
     def skipped_frame(self, t: float) -> None:
         with self._lock:

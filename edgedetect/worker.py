@@ -125,7 +125,7 @@ class InferenceWorker(StageThread):
                 self.motion.inferred(result.t_done)
             self._last = result
             self.last_result_t = result.t_done
-            self._stats.inferred(result.t_done, result.inference_ms, len(result.detections))
+            self._stats.inferred(result.t_done, result.inference_ms)
             # A frame already waiting is put into the input tensor *before* the result wakes the
             # viewers and the capture thread: preprocessing then never waits for the GIL behind
             # them, which cost 1-4 ms a frame on a busy 2-core machine. It delays the result by
