@@ -391,7 +391,13 @@ def describe_model(path: str | Path) -> ModelDescription:
     from edgedetect.runtime import interpreter_class
 
     path = Path(path)
-    interp = load_interpreter(path, 1)
+    kind, error = "unsupported", ""
+    try:
+        model = load_model(path, None, 1)
+        interp, kind = model.interp, model.kind
+    except ModelError as e:
+        error = str(e)
+        interp = load_interpreter(path, 1)  # still list the tensors of a model it cannot use
     _, runtime = interpreter_class()
     inputs = [tensor_info(d) for d in interp.get_input_details()]
     outputs = [tensor_info(d) for d in interp.get_output_details()]
@@ -402,10 +408,5 @@ def describe_model(path: str | Path) -> ModelDescription:
         except (KeyError, TypeError, ValueError):
             continue
     quantized = [t for t in details if t.quantized]
-    kind, error = "unsupported", ""
-    try:
-        kind = load_model(path, None, 1).kind
-    except ModelError as e:
-        error = str(e)
     return ModelDescription(path, path.stat().st_size, kind, runtime, inputs, outputs,
                             len(quantized), sum(1 for t in quantized if len(t.scales) > 1), error)
