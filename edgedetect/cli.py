@@ -49,7 +49,7 @@ def config_from_args(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edgedetect.daemon import Daemon
-    from edgedetect.memtune import limit_malloc_arenas
+    from edgedetect.system.memtune import limit_malloc_arenas
 
     cfg = config_from_args(args)
     limit_malloc_arenas()
@@ -72,7 +72,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from edgedetect.catalogue import Catalogue
+    from edgedetect.detect.catalogue import Catalogue
 
     cat = Catalogue.load(args.models_dir)
     if args.action == "list":
@@ -91,7 +91,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     from pathlib import Path
 
-    from edgedetect.model import describe_model
+    from edgedetect.detect.describe import describe_model
 
     path = cat.pull(args.name).paths["model"] if args.name in cat.entries else Path(args.name)
     print("\n".join(describe_model(path).lines()))
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from edgedetect.logs import setup_logging
+    from edgedetect.system.logs import setup_logging
 
     setup_logging(args.debug)
     try:

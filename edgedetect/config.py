@@ -43,7 +43,14 @@ class ModelConfig:
     path: str = _f("ssd-mobilenet-v2-coco", "catalogue name or .tflite file")
     labels: str = _f("", "labels file; empty: the catalogue's, or one found next to the model")
     threads: int = _f(0, "interpreter threads; 0: all cores but one (left to capture and encoding)", 0, 64)
-    input_range: list[float] = _f([-1.0, 1.0], "real range that pixel values 0..255 map to for the model")
+    family: str = _f("auto", "model family; auto: found from the output tensors",
+                     choices=("auto", "ssd", "yolov5", "yolov8", "yolo-nms", "classifier"))
+    input_range: list[float] = _f([], "real range that pixel values 0..255 map to (empty: the family's own, "
+                                      "-1..1 for SSD and classifiers, 0..1 for YOLO)")
+    resize: str = _f("auto", "fitting frames to the input: letterbox (keep aspect, pad), stretch; "
+                             "auto: letterbox for YOLO, stretch otherwise", choices=("auto", "letterbox", "stretch"))
+    delegate: str = _f("", "accelerator: empty (CPU), edgetpu (Coral), or the path of a TFLite external delegate library")
+    delegate_options: list[str] = _f([], "options for the delegate as key=value strings (edgetpu: device=usb, device=pci:0)")
     models_dir: str = _f("", "':'-separated mirror directories searched before the cache")
 
 
@@ -54,6 +61,7 @@ class DetectConfig:
     deny: list[str] = _f([], "labels to drop")
     max_detections: int = _f(20, "most detections kept per frame", 1, 1000)
     top_k: int = _f(3, "classes shown for classification models", 1, 100)
+    iou: float = _f(0.45, "overlap above which non-maximum suppression drops the weaker box of a class", 0.01, 1.0)
 
 
 @dataclass
@@ -198,8 +206,8 @@ def set_value(cfg: Config, dotted: str, value: Any, origin: str = "command line"
 
 def _validate_whole(cfg: Config, origin: str) -> None:
     rng = cfg.model.input_range
-    if len(rng) != 2 or rng[0] >= rng[1]:
-        raise ConfigError(f"{origin}: model.input_range: expected [low, high] with low < high, "
+    if rng and (len(rng) != 2 or rng[0] >= rng[1]):
+        raise ConfigError(f"{origin}: model.input_range: expected [low, high] with low < high, or [], "
                           f"got {cfg.model.input_range!r}")
     overlap = set(cfg.detect.allow) & set(cfg.detect.deny)
     if overlap:

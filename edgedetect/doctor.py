@@ -69,7 +69,7 @@ def check_config(args: argparse.Namespace) -> tuple[Check, Any]:
 
 
 def check_runtime() -> Check:
-    from edgedetect.runtime import interpreter_class
+    from edgedetect.detect.runtime import interpreter_class
 
     try:
         _, name = interpreter_class()
@@ -85,14 +85,13 @@ def check_runtime() -> Check:
 
 
 def check_model(cfg: Any) -> Check:
-    from edgedetect.catalogue import Catalogue
-    from edgedetect.daemon import resolve_model
-    from edgedetect.model import load_model
+    from edgedetect.detect.catalogue import Catalogue
+    from edgedetect.detect.resolve import load_configured, resolve_model
 
     try:
         cat = Catalogue.load(cfg.model.models_dir or None)
         files = resolve_model(cfg.model, cat, download=False)
-        model = load_model(files.model, files.labels, 1, tuple(cfg.model.input_range))
+        model = load_configured(cfg.model, files, threads=1)
     except UserError as e:
         name = cfg.model.path
         fix = (f"edgedetect models pull {name} (as the service: sudo -u edgedetect "
@@ -102,7 +101,7 @@ def check_model(cfg: Any) -> Check:
         return Check("model", False, str(e), fix)
     w, h = model.input_size
     labels = len(model.labels) if getattr(model, "labels", None) else 0
-    detail = f"{files.name}: {model.kind}, input {w}x{h}, {labels} labels"
+    detail = f"{files.name}: {model.kind} ({model.family}), input {w}x{h}, {labels} labels"
     if labels == 0:
         return Check("model", False, detail + ", no labels file",
                      "set model.labels to the labels file (classes would show as numbers)")
@@ -193,7 +192,7 @@ def check_devices(env: Env) -> Check:
 
 
 def check_sysfs(cfg: Any) -> list[Check]:
-    from edgedetect.sysfs import TEMP_FILE, THROTTLED_FILE, SysfsReader
+    from edgedetect.system.sysfs import TEMP_FILE, THROTTLED_FILE, SysfsReader
 
     root = Path(cfg.stats.sysfs_root)
     t = SysfsReader(root).read()
@@ -224,7 +223,7 @@ def check_port(cfg: Any) -> Check:
     http = cfg.http
     if not http.enabled:
         return Check("port", True, "viewer off (http.enabled = false)")
-    from edgedetect.server import is_loopback
+    from edgedetect.sinks.viewer import is_loopback
 
     if not is_loopback(http.host) and not http.token:
         return Check("port", False, f"http.host = {http.host!r} serves the network without http.token",

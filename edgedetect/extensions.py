@@ -1,27 +1,28 @@
-"""Parts of the daemon that hook onto the core pipeline without the core knowing them:
-systemd integration, the local monitor, events, metrics.
+"""Extensions: the parts of the daemon that hang off the pipeline without the pipeline knowing
+them (systemd integration, the monitor overlay, MQTT events, Prometheus metrics).
 
-Each module named in EXTENSIONS has `attach(daemon) -> Extension | None`, called once the
-model is loaded and the source is open, before any thread starts. It may add result
-listeners (`daemon.publisher.add_listener`), stats sinks (`daemon.reporter.sinks`), HTTP
-routes (`daemon.server.routes`) and supervision callbacks (`daemon.on_tick`); it returns an
-object with start/stop/join, or None when its config leaves it off.
+Each is registered below, once, with the config test that says whether it is wanted. Its
+module has `attach(hooks: Hooks) -> Extension | None`, called after the model is loaded and
+the source is open, before any thread starts. It gets `Hooks`, a narrow object: the config,
+the figures, and ways to be called (each result, each captured frame, each stats snapshot,
+each supervision tick) or to add an HTTP route or stats figures. It never gets the daemon.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Protocol
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from edgedetect.config import Config
+from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.pipeline.health import Progress
 
 if TYPE_CHECKING:
-    from edgedetect.daemon import Daemon
+    from edgedetect.sinks.viewer import Route
 
-EXTENSIONS = (
-    "edgedetect.service",   # sd_notify READY/WATCHDOG/STATUS, journal fields
-    "edgedetect.display",   # picamera2 preview with a detection overlay
-    "edgedetect.events",    # tracker -> MQTT events, counts, Home Assistant discovery
-    "edgedetect.metrics",   # Prometheus /metrics
-)
+log = logging.getLogger("edgedetect.extensions")
 
 
 class Extension(Protocol):
@@ -32,16 +33,54 @@ class Extension(Protocol):
     def join(self, timeout: float | None = None) -> None: ...
 
 
-def attach_all(daemon: "Daemon") -> list[Extension]:
+@dataclass(frozen=True, slots=True)
+class Registration:
+    module: str
+    wanted: Callable[[Config], bool]
+    needs: str  # what to install when the module's optional dependency is missing
+
+
+EXTENSIONS: tuple[Registration, ...] = (
+    Registration("edgedetect.sinks.systemd", lambda c: True, ""),  # sd_notify READY/WATCHDOG/STATUS
+    Registration("edgedetect.sinks.display", lambda c: c.display.mode != "none",
+                 "picamera2 (apt install python3-picamera2)"),
+    Registration("edgedetect.sinks.events.sink", lambda c: c.mqtt.enabled, "paho-mqtt (pip install 'paho-mqtt>=2')"),
+    Registration("edgedetect.sinks.metrics", lambda c: c.http.enabled,
+                 "prometheus-client (pip install prometheus-client)"),
+)
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What an extension may see and do. Callbacks run on the pipeline's threads and must
+    return at once; an exception in one is logged and counted and stops nothing else."""
+
+    cfg: Config
+    model_name: str
+    source: Any  # the opened source (the monitor overlay needs the Pi camera's preview)
+    on_result: Callable[[Callable[[Result], None]], None]  # every published result (inference thread)
+    on_frame: Callable[[Callable[[Frame], None]], None]  # every captured frame (capture thread)
+    on_stats: Callable[[Callable[[dict[str, Any]], None]], None]  # every stats snapshot (stats thread)
+    on_tick: Callable[[Callable[[Progress, bool, float], None]], None]  # (progress, first result, now), main thread
+    add_route: Callable[[str, "Route"], None]  # an HTTP GET path on the viewer server (no-op without one)
+    add_figures: Callable[[str, Callable[[], Any]], None]  # a key in /api/stats, the log line and /metrics
+    figures: Callable[[], dict[str, Any]]  # the current stats snapshot
+
+
+def attach_all(hooks: Hooks, registry: tuple[Registration, ...] = EXTENSIONS) -> list[Extension]:
     attached = []
-    for name in EXTENSIONS:
+    for reg in registry:
+        if not reg.wanted(hooks.cfg):
+            continue
         try:
-            module = importlib.import_module(name)
+            module = importlib.import_module(reg.module)
         except ModuleNotFoundError as e:
-            if e.name == name:  # not written yet in this checkout
-                continue
-            raise
-        ext = module.attach(daemon)
+            if e.name and reg.module.startswith(e.name):
+                raise
+            log.warning("%s: needs %s, which is not installed (%s); it stays off", reg.module,
+                        reg.needs or e.name, e)
+            continue
+        ext = module.attach(hooks)
         if ext is not None:
             attached.append(ext)
     return attached

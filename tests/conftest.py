@@ -34,13 +34,13 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture(scope="session")
 def detector():
-    from edgedetect.model import load_model
+    from edgedetect.detect.families import load_model
 
     return load_model(DETECTOR, COCO_LABELS, threads=2)
 
 
 @pytest.fixture(scope="session")
 def classifier():
-    from edgedetect.model import load_model
+    from edgedetect.detect.families import load_model
 
     return load_model(CLASSIFIER, IMAGENET_LABELS, threads=2)

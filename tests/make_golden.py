@@ -20,7 +20,7 @@ IMAGES = ["kite_and_cold.jpg", "pets.jpg", "grace_hopper.bmp"]
 
 
 def measure() -> dict:
-    from edgedetect.model import DetectFilter, load_model
+    from edgedetect.detect.model import DetectFilter, load_model
 
     models = SHARED / "models"
     media = SHARED / "media"
@@ -30,7 +30,7 @@ def measure() -> dict:
         det.set_input(cv2.imread(str(media / name)))
         det.invoke()
         out[name] = [{"label": d.label, "score": round(d.score, 4), "box": [round(x, 4) for x in d.box]}
-                     for d in det.detections(DetectFilter(threshold=0.5))]
+                     for d in det.decode(DetectFilter(threshold=0.5)).detections]
     cls = load_model(models / "mobilenet_v2_1.0_224_quant.tflite", models / "imagenet_labels.txt", 1)
     cls.set_input(cv2.imread(str(media / "cat.bmp")))
     cls.invoke()

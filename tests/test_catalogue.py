@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import DETECTOR, MEDIA, MODELS
-from edgedetect.catalogue import Catalogue, Entry, RemoteFile
+from edgedetect.detect.catalogue import Catalogue, Entry, RemoteFile
 from edgedetect.errors import UserError
 
 

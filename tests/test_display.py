@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from edgedetect import display
-from edgedetect.annotate import colour_for
-from edgedetect.frames import Detection, Frame, Result
-from edgedetect.publish import Publisher
+from edgedetect.sinks import display
+from edgedetect.pipeline.annotate import colour_for
+from edgedetect.pipeline.frames import Detection, Frame, Result
+from edgedetect.pipeline.publish import Publisher
 from edgedetect.sources.picam import PiCamera
-from edgedetect.stats import PipelineStats
+from edgedetect.pipeline.stats import PipelineStats
 
 DOG = Detection(17, "dog", 0.93, (0.25, 0.5, 0.75, 0.9))  # x 160..480, y 240..432 at 640x480
 

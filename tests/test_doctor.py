@@ -12,7 +12,7 @@ import pytest
 from conftest import COCO_LABELS, DETECTOR
 from edgedetect import doctor
 from edgedetect.cli import main
-from edgedetect.sysfs import TEMP_FILE, THROTTLED_FILE
+from edgedetect.system.sysfs import TEMP_FILE, THROTTLED_FILE
 
 
 def fake_sysfs(root: Path, temp: str | None = "48312", throttled: str | None = "0x0") -> Path:

@@ -145,12 +145,12 @@ def test_inference_failures_exit_nonzero(caplog):
 
 
 def test_worker_recovers_after_a_few_failures():
-    from edgedetect.frames import Frame
-    from edgedetect.model import DetectFilter, load_model
-    from edgedetect.publish import Publisher
-    from edgedetect.slot import LatestSlot
-    from edgedetect.stats import PipelineStats
-    from edgedetect.worker import InferenceWorker
+    from edgedetect.pipeline.frames import Frame
+    from edgedetect.detect.model import DetectFilter, load_model
+    from edgedetect.pipeline.publish import Publisher
+    from edgedetect.pipeline.slot import LatestSlot
+    from edgedetect.pipeline.stats import PipelineStats
+    from edgedetect.pipeline.worker import InferenceWorker
 
     model = load_model(DETECTOR, None, 1)
     real_invoke = model.invoke

@@ -10,16 +10,16 @@ import cv2
 import numpy as np
 
 from conftest import VTEST
-from edgedetect.capture import CaptureThread
+from edgedetect.pipeline.capture import CaptureThread
 from edgedetect.config import MotionConfig
-from edgedetect.frames import Frame, Result
-from edgedetect.model import DetectFilter
-from edgedetect.motion import MotionGate
-from edgedetect.publish import Publisher
-from edgedetect.slot import LatestSlot
+from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.detect.model import DetectFilter
+from edgedetect.pipeline.motion import MotionGate
+from edgedetect.pipeline.publish import Publisher
+from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.sources.video import VideoFile
-from edgedetect.stats import PipelineStats
-from edgedetect.worker import InferenceWorker
+from edgedetect.pipeline.stats import PipelineStats
+from edgedetect.pipeline.worker import InferenceWorker
 
 
 def vtest_frame(index: int = 0) -> np.ndarray:
@@ -122,12 +122,12 @@ def test_outputs_read_into_buffers_made_once(detector):
     detector.set_input(vtest_frame(), bgr=True)
     detector.invoke()
     flt = DetectFilter(threshold=0.3)
-    first = detector.detections(flt)
+    first = detector.decode(flt).detections
     arrays = [id(a) for a in detector._buffers.arrays]
     tracemalloc.start()
     try:
         for _ in range(20):
-            again = detector.detections(flt)
+            again = detector.decode(flt).detections
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

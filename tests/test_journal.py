@@ -14,8 +14,10 @@ import pytest
 
 NO_SYSTEMD = str(Path(__file__).resolve().parent / "_nosystemd")
 
-from edgedetect import journal, logs
-from edgedetect.report import log_sink
+from edgedetect.system import journal
+
+from edgedetect.system import logs
+from edgedetect.pipeline.report import log_sink
 
 SNAP = {
     "uptime_s": 12.0, "source_state": "running", "inference_fps": 9.8, "camera_fps": 10.0,
@@ -35,7 +37,7 @@ class Recorder:
 @pytest.fixture
 def journal_logger():
     rec = Recorder()
-    logger = logging.getLogger("edgedetect.stats")
+    logger = logging.getLogger("edgedetect.pipeline.stats")
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     root.handlers = [journal.JournalHandler(rec)]
@@ -49,7 +51,7 @@ def test_stats_line_carries_figures_as_fields(journal_logger) -> None:
     log_sink(SNAP)
     message, f = rec.calls[-1]
     assert message.startswith("uptime_s=12.0 source_state=running")
-    assert f["PRIORITY"] == "6" and f["SYSLOG_IDENTIFIER"] == "edgedetect" and f["LOGGER"] == "edgedetect.stats"
+    assert f["PRIORITY"] == "6" and f["SYSLOG_IDENTIFIER"] == "edgedetect" and f["LOGGER"] == "edgedetect.pipeline.stats"
     assert f["EDGEDETECT_FPS"] == "9.8"
     assert f["EDGEDETECT_INFERENCE_MS"] == "29.5"
     assert f["EDGEDETECT_CPU_TEMP"] == "58.4"
@@ -104,7 +106,7 @@ def _run_logging(env: dict[str, str], code: str) -> subprocess.CompletedProcess[
     script = ("import logging, os, sys\n"
               "st = os.fstat(2)\n"
               "if os.environ.get('MATCH'): os.environ['JOURNAL_STREAM'] = f'{st.st_dev}:{st.st_ino}'\n"
-              "from edgedetect.logs import setup_logging\n"
+              "from edgedetect.system.logs import setup_logging\n"
               "setup_logging()\n" + code)
     return subprocess.run([sys.executable, "-c", script], env={**os.environ, **env}, text=True,
                           capture_output=True, timeout=30)

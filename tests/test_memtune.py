@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from edgedetect.memtune import limit_malloc_arenas
+from edgedetect.system.memtune import limit_malloc_arenas
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt(M_ARENA_MAX) is glibc's")

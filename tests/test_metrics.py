@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import MEDIA, VTEST
 from daemonproc import DaemonProcess
-from edgedetect.metrics import CONTENT_TYPE, MetricsExtension
+from edgedetect.sinks.metrics import CONTENT_TYPE, MetricsExtension
 
 SNAPSHOT = {
     "uptime_s": 12.5, "source": "vtest.avi", "source_state": "running", "model": "ssd",

@@ -12,9 +12,12 @@ import pytest
 
 from conftest import CLASSIFIER, COCO_LABELS, DETECTOR, IMAGENET_LABELS, MEDIA
 from edgedetect.errors import ModelError
-from edgedetect.labels import read_labels
-from edgedetect.model import DetectFilter, Detector, describe_model, load_model
-from edgedetect.runtime import load_interpreter
+from edgedetect.detect.labels import read_labels
+from edgedetect.detect.describe import describe_model
+from edgedetect.detect.families import load_model
+from edgedetect.detect.model import DetectFilter
+from edgedetect.detect.ssd import SsdDetector
+from edgedetect.detect.runtime import load_interpreter
 
 # Measured once per architecture by tests/make_golden.py: the aarch64 build of the runtime scores
 # a few objects differently (one kite in kite_and_cold.jpg: 0.66 against 0.73 on x86-64).
@@ -35,7 +38,7 @@ def iou(a, b) -> float:
 def detect(model, name: str, threshold: float = 0.5):
     model.set_input(cv2.imread(str(MEDIA / name)))
     model.invoke()
-    return model.detections(DetectFilter(threshold=threshold))
+    return model.decode(DetectFilter(threshold=threshold)).detections
 
 
 @pytest.mark.parametrize("image", ["kite_and_cold.jpg", "pets.jpg", "grace_hopper.bmp"])
@@ -100,11 +103,11 @@ def test_filters(detector):
     allow = DetectFilter(threshold=0.5, allow=frozenset({"person"}))
     detector.set_input(cv2.imread(str(MEDIA / "kite_and_cold.jpg")))
     detector.invoke()
-    assert {d.label for d in detector.detections(allow)} == {"person"}
+    assert {d.label for d in detector.decode(allow).detections} == {"person"}
     deny = DetectFilter(threshold=0.5, deny=frozenset({"person"}))
-    assert "person" not in {d.label for d in detector.detections(deny)}
-    assert len(detector.detections(DetectFilter(threshold=0.3, max_detections=2))) == 2
-    scores = [d.score for d in detector.detections(DetectFilter(threshold=0.3))]
+    assert "person" not in {d.label for d in detector.decode(deny).detections}
+    assert len(detector.decode(DetectFilter(threshold=0.3, max_detections=2)).detections) == 2
+    scores = [d.score for d in detector.decode(DetectFilter(threshold=0.3)).detections]
     assert scores == sorted(scores, reverse=True) and min(scores) >= 0.3
 
 
@@ -195,7 +198,7 @@ def test_describe_model():
 
 def test_detector_outputs_found_by_name_not_position(tmp_path, detector):
     """Same tensors in another order are still mapped right (TF2 exports reorder them)."""
-    from edgedetect.model import _detection_outputs
+    _detection_outputs = SsdDetector.recognise
 
     outs = list(reversed(detector.outputs))
     mapped = _detection_outputs(outs)
@@ -204,4 +207,4 @@ def test_detector_outputs_found_by_name_not_position(tmp_path, detector):
     assert by_index[mapped.classes].name.endswith(":1")
     assert by_index[mapped.scores].name.endswith(":2")
     assert by_index[mapped.count].shape == (1,)
-    assert isinstance(detector, Detector)
+    assert isinstance(detector, SsdDetector)

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgedetect.model import Classifier, load_model
+from edgedetect.detect.classifier import Classifier
+from edgedetect.detect.families import load_model
 
 DATA = Path(__file__).parent / "data" / "digits"
 IMAGES = sorted((DATA / "images").glob("*.png"))

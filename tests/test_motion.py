@@ -12,13 +12,13 @@ import pytest
 
 from conftest import VTEST
 from edgedetect.config import MotionConfig
-from edgedetect.frames import Frame, Result
-from edgedetect.model import DetectFilter
-from edgedetect.motion import MotionGate, motion_enabled
-from edgedetect.slot import LatestSlot
+from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.detect.model import DetectFilter
+from edgedetect.pipeline.motion import MotionGate, motion_enabled
+from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.sources.video import VideoFile
-from edgedetect.stats import PipelineStats
-from edgedetect.worker import InferenceWorker
+from edgedetect.pipeline.stats import PipelineStats
+from edgedetect.pipeline.worker import InferenceWorker
 
 
 def vtest_frames(*indices: int) -> dict[int, np.ndarray]:

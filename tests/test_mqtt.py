@@ -21,7 +21,11 @@ from conftest import VTEST
 from daemonproc import DaemonProcess
 from edgedetect.config import Config, MqttConfig
 from edgedetect.errors import UserError
-from edgedetect.events import Topics, attach, check_config, crop_region, discovery_configs, slug
+from edgedetect.extensions import EXTENSIONS
+from edgedetect.sinks.events.discovery import discovery_configs
+from edgedetect.sinks.events.sink import attach, crop_region
+from edgedetect.sinks.events.topics import Topics, check_config, slug
+from fakehooks import make_hooks
 from mosquitto import MOSQUITTO, Broker, Recorder, free_port
 
 pytestmark = pytest.mark.skipif(not MOSQUITTO.exists(), reason="mosquitto not installed (apt install mosquitto)")
@@ -117,13 +121,12 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     bad_pem.write_text("not a certificate\n")
     cfg = Config()
     cfg.mqtt = MqttConfig(enabled=True, tls=True, ca_file=str(bad_pem))
-    fake = SimpleNamespace(cfg=cfg, stats=SimpleNamespace(snapshot=dict, model_name="m", extra={}),
-                           publisher=SimpleNamespace(add_listener=lambda fn: None),
-                           reporter=SimpleNamespace(sinks=[]))
+    hooks, _ = make_hooks(cfg)
     with pytest.raises(UserError, match="^mqtt.ca_file: "):
-        attach(fake)
+        attach(hooks)
     cfg.mqtt = MqttConfig(enabled=False)
-    assert attach(fake) is None
+    events = next(r for r in EXTENSIONS if r.module == "edgedetect.sinks.events.sink")
+    assert not events.wanted(cfg)
 
 
 def test_snapshot_crop_region() -> None:
@@ -134,9 +137,9 @@ def test_snapshot_crop_region() -> None:
 
 
 def test_listener_is_cheap_bounded_and_skips_held_frames() -> None:
-    from edgedetect.events import QUEUE_FRAMES, EventsExtension
-    from edgedetect.frames import Frame, Result
-    from edgedetect.worker import held
+    from edgedetect.sinks.events.sink import QUEUE_FRAMES, EventsExtension
+    from edgedetect.pipeline.frames import Frame, Result
+    from edgedetect.pipeline.worker import held
 
     cfg = Config()
     cfg.mqtt = MqttConfig(enabled=True, device="pi1")

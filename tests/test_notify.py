@@ -16,9 +16,9 @@ import pytest
 
 from conftest import MEDIA, VTEST
 from daemonproc import DaemonProcess
-from edgedetect import notify
-from edgedetect.health import progress
-from edgedetect.service import ServiceNotifier, attach, summary
+from edgedetect.system import notify
+from edgedetect.pipeline.health import progress
+from edgedetect.sinks.systemd import ServiceNotifier, attach, summary
 
 
 class NotifySocket:

@@ -8,14 +8,14 @@ import time
 import numpy as np
 
 from conftest import VTEST
-from edgedetect.capture import CaptureThread
-from edgedetect.frames import Detection, Frame, Result
-from edgedetect.model import DetectFilter
-from edgedetect.publish import Publisher
-from edgedetect.slot import LatestSlot
+from edgedetect.pipeline.capture import CaptureThread
+from edgedetect.pipeline.frames import Detection, Frame, Result
+from edgedetect.detect.model import DetectFilter
+from edgedetect.pipeline.publish import Publisher
+from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.sources.video import VideoFile
-from edgedetect.stats import PipelineStats, RateMeter, log_line
-from edgedetect.worker import InferenceWorker
+from edgedetect.pipeline.stats import PipelineStats, RateMeter, log_line
+from edgedetect.pipeline.worker import InferenceWorker
 
 
 def test_slot_newest_wins_and_counts_drops():

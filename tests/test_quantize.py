@@ -25,7 +25,7 @@ from edgedetect.quantize.build import TrainConfig  # noqa: E402
 from edgedetect.quantize.compare import compare, markdown_table, write_report  # noqa: E402
 from edgedetect.quantize.demo import make_digits_folders  # noqa: E402
 from edgedetect.quantize.pipeline import QuantizeOptions, run_quantize  # noqa: E402
-from edgedetect.runtime import load_interpreter  # noqa: E402
+from edgedetect.detect.runtime import load_interpreter  # noqa: E402
 
 # tf-keras' weight initialisers call random.randint with floats: not ours, and harmless.
 pytestmark = pytest.mark.filterwarnings("ignore:non-integer arguments to randrange:DeprecationWarning")
@@ -152,7 +152,7 @@ def test_int8_classifies_in_daemon_pipeline(produced: dict) -> None:
     """The produced int8 model through the daemon's own model loading and preprocessing."""
     import cv2
 
-    from edgedetect.model import load_model
+    from edgedetect.detect.families import load_model
 
     path = produced["out"] / "int8.tflite"
     model = load_model(path, labels_path_for(path), threads=1)
@@ -171,7 +171,7 @@ def test_int8_classifies_in_daemon_pipeline(produced: dict) -> None:
 
 
 def test_models_info_shows_quantization(produced: dict) -> None:
-    from edgedetect.model import describe_model
+    from edgedetect.detect.describe import describe_model
 
     out = produced["out"]
     int8, per_tensor, flt = (describe_model(out / f"{v}.tflite") for v in ("int8", "int8-per-tensor", "float32"))

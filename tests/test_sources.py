@@ -175,9 +175,9 @@ def test_picam_without_picamera2_is_a_clear_error():
 def test_lores_feeds_the_model_without_bgr_swap(detector):
     """A lores RGB frame and the BGR main frame of the same scene give the same detections."""
     img = cv2.imread(str(MEDIA / "pets.jpg"))
-    from edgedetect.frames import Frame
-    from edgedetect.model import DetectFilter
-    from edgedetect.worker import infer
+    from edgedetect.pipeline.frames import Frame
+    from edgedetect.detect.model import DetectFilter
+    from edgedetect.pipeline.worker import infer
 
     rgb_small = cv2.cvtColor(cv2.resize(img, (320, 300)), cv2.COLOR_BGR2RGB)
     a = infer(detector, Frame(0, 0.0, img), DetectFilter(), 3).detections

@@ -7,9 +7,9 @@ import cv2
 import pytest
 
 from conftest import VTEST
-from edgedetect.frames import Detection
-from edgedetect.model import DetectFilter
-from edgedetect.tracker import Tracker, TrackerConfig, TrackEvent, iou
+from edgedetect.pipeline.frames import Detection
+from edgedetect.detect.model import DetectFilter
+from edgedetect.sinks.events.tracker import Tracker, TrackerConfig, TrackEvent, iou
 
 FPS = 10.0
 
@@ -151,7 +151,7 @@ def vtest_detections(detector) -> list[list[Detection]]:
             break
         detector.set_input(img, bgr=True)
         detector.invoke()
-        out.append(detector.detections(flt))
+        out.append(detector.decode(flt).detections)
     cap.release()
     assert len(out) == 795
     return out

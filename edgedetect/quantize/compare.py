@@ -1,5 +1,5 @@
 """`edgedetect compare`: every variant in a directory, measured with the daemon's runtime
-(ai-edge-litert via edgedetect.runtime) on a labelled eval folder. Needs no TensorFlow."""
+(ai-edge-litert via edgedetect.detect.runtime) on a labelled eval folder. Needs no TensorFlow."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 from edgedetect.errors import UserError
 from edgedetect.quantize import VARIANTS, labels_path_for
 from edgedetect.quantize.dataset import load_pixels, normalise, read_class_names, scan_labelled
-from edgedetect.runtime import load_interpreter
+from edgedetect.detect.runtime import load_interpreter
 
 TABLE_FILE = "comparison.md"
 PLOT_FILE = "comparison.png"

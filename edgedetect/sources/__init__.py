@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgedetect.catalogue import Catalogue
+from edgedetect.detect.catalogue import Catalogue
 from edgedetect.config import SourceConfig
 from edgedetect.errors import SourceError
 from edgedetect.sources.base import Capture, Source

@@ -10,15 +10,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from edgedetect import clock, notify
-from edgedetect.health import Progress
+from edgedetect.extensions import Hooks
+from edgedetect.pipeline.health import Progress
+from edgedetect.system import notify
 
-if TYPE_CHECKING:
-    from edgedetect.daemon import Daemon
-
-log = logging.getLogger("edgedetect.service")
+log = logging.getLogger("edgedetect.sinks.systemd")
 
 
 def summary(snap: Mapping[str, Any] | None) -> str:
@@ -38,12 +36,9 @@ def summary(snap: Mapping[str, Any] | None) -> str:
 
 
 class ServiceNotifier:
-    def __init__(self, daemon: "Daemon", watchdog_s: float | None,
-                 send: Callable[..., bool] = notify.notify, now: Callable[[], float] = clock.now):
-        self.daemon = daemon
+    def __init__(self, watchdog_s: float | None, send: Callable[..., bool] = notify.notify):
         self.watchdog_s = watchdog_s
         self._send = send
-        self._now = now
         self._ready = False
         self._paused = False  # pings withheld: logged once per stall, not per tick
         self._last_ping = float("-inf")
@@ -60,11 +55,9 @@ class ServiceNotifier:
             return figures or "running"
         return f"{p.state}; {figures}" if figures else p.state
 
-    def tick(self, daemon: "Daemon") -> None:
-        now = self._now()
-        p = daemon.progress(now)
+    def tick(self, p: Progress, first_result: bool, now: float) -> None:
         lines: list[str] = []
-        if not self._ready and daemon.first_result.is_set():
+        if not self._ready and first_result:
             self._ready = True
             lines.append("READY=1")
         if self._ready and p.ok and self.watchdog_s and now - self._last_ping >= self.watchdog_s:
@@ -93,13 +86,11 @@ class ServiceNotifier:
         pass
 
 
-def attach(daemon: "Daemon", env: Mapping[str, str] | None = None) -> ServiceNotifier | None:
+def attach(hooks: Hooks, env: Mapping[str, str] | None = None) -> ServiceNotifier | None:
     env = os.environ if env is None else env
     if not notify.enabled(env):
         return None
-    svc = ServiceNotifier(daemon, notify.watchdog_interval(env),
-                          send=lambda *lines: notify.notify(*lines, env=env))
-    daemon.on_tick.append(svc.tick)
-    daemon.reporter.sinks.append(svc.sink)
-    log.debug("systemd notify on, watchdog every %s s", svc.watchdog_s)
+    svc = ServiceNotifier(notify.watchdog_interval(env), send=lambda *lines: notify.notify(*lines, env=env))
+    hooks.on_tick(svc.tick)
+    hooks.on_stats(svc.sink)
     return svc

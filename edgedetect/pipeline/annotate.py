@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edgedetect.frames import Result
+from edgedetect.pipeline.frames import Result
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -34,8 +34,14 @@ def _label(img: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, i
     cv2.putText(img, text, (x + 2, y - base - 1), FONT, scale, (0, 0, 0), thick, cv2.LINE_AA)
 
 
+def annotated(result: Result, banner: str = "") -> np.ndarray:
+    """A copy of the result's frame with its findings drawn: frames are read-only, and an events
+    sink cropping the same frame on its own thread must never see boxes on it."""
+    return draw_result(result.frame.image.copy(), result, banner)
+
+
 def draw_result(img: np.ndarray, result: Result, banner: str = "") -> np.ndarray:
-    """Draw in place on `img` (BGR, the frame's display size) and return it."""
+    """Draw in place on `img` (BGR, the frame's display size, never the frame's own) and return it."""
     h, w = img.shape[:2]
     scale = max(0.4, min(w, h) / 900)
     thick = max(1, round(min(w, h) / 300))

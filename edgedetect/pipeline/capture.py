@@ -8,13 +8,14 @@ from typing import Callable
 
 from edgedetect import clock
 from edgedetect.errors import SourceError
-from edgedetect.frames import Frame
-from edgedetect.slot import LatestSlot
+from edgedetect.pipeline.frames import Frame
+from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.sources import Source
-from edgedetect.stage import StageThread
-from edgedetect.stats import PipelineStats
+from edgedetect.pipeline.stage import StageThread
+from edgedetect.pipeline.state import SourceState
+from edgedetect.pipeline.stats import PipelineStats
 
-log = logging.getLogger("edgedetect.capture")
+log = logging.getLogger("edgedetect.pipeline.capture")
 
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
@@ -22,8 +23,9 @@ BACKOFF_MAX_S = 30.0
 
 class CaptureThread(StageThread):
     def __init__(self, make_source: Callable[[], Source], slot: LatestSlot[Frame], stats: PipelineStats,
-                 source: Source | None = None):
+                 source: Source | None = None, on_frame: Callable[[Frame], None] | None = None):
         super().__init__("capture")
+        self._on_frame = on_frame  # every captured frame, inferred or not (a recorder's pre-roll)
         self._make_source = make_source
         self._source = source  # an already-open source, so start-up errors surface before threads run
         self._slot = slot
@@ -35,12 +37,10 @@ class CaptureThread(StageThread):
         self._waiting_s = 0.0  # a backoff the thread is sleeping through on purpose
         self._delay = BACKOFF_START_S  # grows with each failure, back to the start with a frame
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: SourceState) -> None:
         if self._stop.is_set():
             return  # stopped or abandoned: the state belongs to whoever replaced this thread
-        if self._stats.source_state != state:
-            log.info("source %s: %s", self._stats.source_name or "?", state)
-        self._stats.source_state = state
+        self._stats.source.move(state)
 
     def start(self) -> None:
         self.started_t = self._progress_t = clock.now()
@@ -65,7 +65,7 @@ class CaptureThread(StageThread):
             interrupt()
 
     def _backoff(self, reason: SourceError) -> None:
-        self._set_state("reconnecting")
+        self._set_state(SourceState.RECONNECTING)
         delay = self._delay
         log.warning("%s; retrying in %.1f s", reason, delay)
         self._waiting_s = delay
@@ -99,7 +99,7 @@ class CaptureThread(StageThread):
                 if self._source is None:
                     return
             src = self._source
-            self._set_state("running")
+            self._set_state(SourceState.RUNNING)
             try:
                 self._read_until_end(src)
             except SourceError as e:
@@ -112,7 +112,7 @@ class CaptureThread(StageThread):
             if self._stop.is_set():
                 return
             # A finite source (file, images) that ended without --loop: keep serving the last frame.
-            self._set_state("ended")
+            self._set_state(SourceState.ENDED)
             self._waiting_s = float("inf")
             self._stop.wait()
 
@@ -130,6 +130,9 @@ class CaptureThread(StageThread):
             t = clock.now()
             self.last_frame_t = self._progress_t = t
             self._delay = BACKOFF_START_S
-            self._slot.put(Frame(self._index, t, cap.image, cap.lores))
+            frame = Frame(self._index, t, cap.image, cap.lores)
+            self._slot.put(frame)
+            if self._on_frame is not None:
+                self._on_frame(frame)
             self._index += 1
             self._stats.captured(t)

@@ -15,52 +15,38 @@ import threading
 from typing import Callable
 
 from edgedetect import clock
-from edgedetect.frames import Frame, Result
-from edgedetect.model import Classifier, DetectFilter, Detector
-from edgedetect.motion import MotionGate
-from edgedetect.slot import LatestSlot
-from edgedetect.stage import StageThread
-from edgedetect.stats import PipelineStats
+from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.detect.model import DetectFilter, Model
+from edgedetect.pipeline.motion import MotionGate
+from edgedetect.pipeline.slot import LatestSlot
+from edgedetect.pipeline.stage import StageThread
+from edgedetect.pipeline.stats import PipelineStats
 
-log = logging.getLogger("edgedetect.worker")
-
-
-def prepare(model: Detector | Classifier, frame: Frame) -> None:
-    """The frame into the model's input tensor (the camera's lores image when there is one)."""
-    if frame.lores is not None:
-        model.set_input(frame.lores, bgr=False)
-    else:
-        model.set_input(frame.image, bgr=True)
+log = logging.getLogger("edgedetect.pipeline.worker")
 
 
-def run_model(model: Detector | Classifier, frame: Frame, flt: DetectFilter, top_k: int) -> Result:
+def run_model(model: Model, frame: Frame, flt: DetectFilter, top_k: int) -> Result:
     """Invoke on the prepared input and decode the outputs."""
     t0 = clock.now()
     model.invoke()
     t1 = clock.now()
-    result = Result(frame, inference_ms=(t1 - t0) * 1000.0)
-    if isinstance(model, Detector):
-        result.detections = model.detections(flt)
-    else:
-        result.classes = model.top(top_k, flt.threshold if flt.threshold < 1 else 0.0)
-    result.t_done = clock.now()
-    return result
+    found = model.decode(flt, top_k)
+    return Result(frame, found.detections, found.classes, inference_ms=(t1 - t0) * 1000.0, t_done=clock.now())
 
 
-def infer(model: Detector | Classifier, frame: Frame, flt: DetectFilter, top_k: int) -> Result:
+def infer(model: Model, frame: Frame, flt: DetectFilter, top_k: int) -> Result:
     """One frame through the model, start to end."""
-    prepare(model, frame)
+    model.prepare(frame)
     return run_model(model, frame, flt, top_k)
 
 
 def held(last: Result, frame: Frame) -> Result:
-    """A new frame shown with an earlier inference's findings (lists shared: results are never
-    modified after publishing)."""
+    """A new frame shown with an earlier inference's findings (shared: results are immutable)."""
     return Result(frame, last.detections, last.classes, inference_ms=0.0, t_done=clock.now(), held=True)
 
 
 class InferenceWorker(StageThread):
-    def __init__(self, model: Detector | Classifier, slot: LatestSlot[Frame], publish: Callable[[Result], None],
+    def __init__(self, model: Model, slot: LatestSlot[Frame], publish: Callable[[Result], None],
                  stats: PipelineStats, flt: DetectFilter, top_k: int = 3, max_failures: int = 10,
                  motion: MotionGate | None = None):
         super().__init__("inference")
@@ -104,7 +90,7 @@ class InferenceWorker(StageThread):
                     continue
             try:
                 if not prepared:
-                    prepare(self.model, frame)
+                    self.model.prepare(frame)
                 result = run_model(self.model, frame, self._flt, self._top_k)
             except Exception as e:  # noqa: BLE001 - any runtime failure skips the frame
                 in_a_row += 1
@@ -134,7 +120,7 @@ class InferenceWorker(StageThread):
             hold = frame is not None and self._gate_skips(frame)
             if frame is not None and not hold:
                 try:
-                    prepare(self.model, frame)
+                    self.model.prepare(frame)
                     prepared = True
                 except Exception:  # noqa: BLE001 - retried, and counted, at the top of the loop
                     pass

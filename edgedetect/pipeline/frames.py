@@ -1,13 +1,26 @@
-"""The data that flows through the pipeline: frames, detections, inference results."""
+"""The data that flows through the pipeline: frames, detections, inference results.
+
+All of it is immutable once made: a frame's pixel arrays are read-only from capture on, and a
+result is frozen before it is published, so any number of sinks may read them on their own
+threads without copies or locks (drawing works on a copy, see sinks/annotate.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 
-@dataclass(slots=True)
+def frozen_array(a: np.ndarray) -> np.ndarray:
+    """`a` made read-only; a view of someone else's array is copied first, so that the owner
+    cannot change pixels under the pipeline either."""
+    if a.base is not None and a.base.flags.writeable:
+        a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True, slots=True)
 class Frame:
     """One captured image. `image` is BGR uint8 (OpenCV order) at display size;
     `lores` is an optional smaller RGB image a camera already made for inference."""
@@ -16,6 +29,11 @@ class Frame:
     t_capture: float  # clock.now() when the frame left the source
     image: np.ndarray
     lores: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image", frozen_array(self.image))
+        if self.lores is not None:
+            object.__setattr__(self, "lores", frozen_array(self.lores))
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +62,17 @@ class Classification:
     score: float
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Result:
     """What the detector made of one frame."""
 
     frame: Frame
-    detections: list[Detection] = field(default_factory=list)
-    classes: list[Classification] = field(default_factory=list)
+    detections: tuple[Detection, ...] = ()
+    classes: tuple[Classification, ...] = ()
     inference_ms: float = 0.0
     t_done: float = 0.0  # clock.now() when inference finished
     held: bool = False  # not inferred (still scene): an earlier inference's findings on a new frame
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detections", tuple(self.detections))
+        object.__setattr__(self, "classes", tuple(self.classes))

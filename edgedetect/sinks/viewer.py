@@ -23,15 +23,39 @@ from urllib.parse import parse_qs, urlsplit
 
 from edgedetect.config import HttpConfig
 from edgedetect.errors import UserError
-from edgedetect.publish import Publisher
+from edgedetect.pipeline.publish import Publisher
 
-log = logging.getLogger("edgedetect.http")
+log = logging.getLogger("edgedetect.sinks.viewer")
 
 BOUNDARY = "edgedetect-frame"
 ROUTES = {"/", "/index.html", "/stream.mjpg", "/snapshot.jpg", "/api/stats", "/api/detections", "/healthz"}
 
-# An extension's route: returns (status, body, content type).
-Route = Callable[[], tuple[int, bytes, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str  # GET, HEAD or DELETE
+    path: str  # without the query
+    query: dict[str, list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+# An extension's route: a Request in, a Response out (on the HTTP server's thread).
+Route = Callable[[Request], Response]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    handler: Route
+    methods: frozenset[str] = frozenset({"GET"})
+    prefix: bool = False  # the path ends in "/" and matches everything below it
 
 
 @dataclass
@@ -96,8 +120,8 @@ class ViewerServer:
         self.stopping = threading.Event()
         self._viewers = 0
         self._viewers_lock = threading.Lock()
-        self.routes: dict[str, Route] = {}  # added by extensions before start()
-        self.page = resources.files("edgedetect").joinpath("static/index.html").read_bytes()
+        self.routes: dict[str, RouteSpec] = {}  # added by extensions before start()
+        self.page = resources.files("edgedetect.sinks").joinpath("static/index.html").read_bytes()
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         _Server.address_family = family
         try:
@@ -139,6 +163,19 @@ class ViewerServer:
     def remove_viewer(self) -> None:
         with self._viewers_lock:
             self._viewers -= 1
+
+    def add_route(self, path: str, handler: Route, methods: tuple[str, ...] = ("GET",)) -> None:
+        """A path of an extension's; one ending in "/" serves every path below it."""
+        if path in ROUTES or path in self.routes:
+            raise ValueError(f"http: route {path!r} is taken")
+        self.routes[path] = RouteSpec(handler, frozenset(methods), path.endswith("/"))
+
+    def find_route(self, path: str) -> RouteSpec | None:
+        spec = self.routes.get(path)
+        if spec is not None:
+            return spec
+        below = [p for p, s in self.routes.items() if s.prefix and path.startswith(p) and len(path) > len(p)]
+        return self.routes[max(below, key=len)] if below else None
 
     def authorised(self, headers: Any, query: dict[str, list[str]]) -> bool:
         """With a token set, every client presents it, local ones too: a reverse proxy on the
@@ -188,7 +225,7 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
 
         def _route(self) -> tuple[str, dict[str, list[str]]] | None:
             parts = urlsplit(self.path)
-            if parts.path not in ROUTES and parts.path not in srv.routes:
+            if parts.path not in ROUTES and srv.find_route(parts.path) is None:
                 self._error(HTTPStatus.NOT_FOUND)
                 return None
             query = parse_qs(parts.query)
@@ -201,7 +238,7 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
             routed = self._route()
             if routed is None:
                 return
-            path, _ = routed
+            path, query = routed
             if path in ("/", "/index.html"):
                 self._send(200, srv.page, "text/html; charset=utf-8")
             elif path == "/stream.mjpg":
@@ -220,16 +257,38 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
                 ok, why = srv.api.healthy()
                 self._json(200 if ok else 503, {"status": "ok" if ok else "unhealthy", "reason": why})
             else:
-                status, body, ctype = srv.routes[path]()
-                self._send(status, body, ctype)
+                self._extension(path, query)
 
         do_HEAD = do_GET
 
-        def _not_allowed(self) -> None:
-            if self._route() is not None:
-                self._error(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "GET, HEAD"})
+        def _extension(self, path: str, query: dict[str, list[str]]) -> None:
+            spec = srv.find_route(path)
+            assert spec is not None
+            method = "GET" if self.command == "HEAD" else self.command
+            if method not in spec.methods:
+                self._error(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": ", ".join(sorted(spec.methods | {"HEAD"}))})
+                return
+            r = spec.handler(Request(self.command, path, query))
+            self._send(r.status, r.body, r.content_type, dict(r.headers))
 
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+        def do_DELETE(self) -> None:
+            routed = self._route()
+            if routed is None:
+                return
+            path, query = routed
+            if path in ROUTES:
+                self._error(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "GET, HEAD"})
+                return
+            self._extension(path, query)
+
+        def _not_allowed(self) -> None:
+            routed = self._route()
+            if routed is not None:
+                spec = srv.find_route(routed[0])
+                allowed = sorted(spec.methods | {"HEAD"}) if spec else ["GET", "HEAD"]
+                self._error(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": ", ".join(allowed)})
+
+        do_POST = do_PUT = do_PATCH = do_OPTIONS = _not_allowed
 
         def _stream(self) -> None:
             if self.command == "HEAD":

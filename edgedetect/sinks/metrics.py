@@ -36,7 +36,7 @@ Metrics (units converted to Prometheus base units where /api/stats uses others):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -49,11 +49,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from edgedetect import __version__
-from edgedetect.events import device_name
-from edgedetect.sysfs import THROTTLE_FLAGS
-
-if TYPE_CHECKING:
-    from edgedetect.daemon import Daemon
+from edgedetect.extensions import Hooks
+from edgedetect.sinks.events.topics import device_name
+from edgedetect.sinks.viewer import Request, Response
+from edgedetect.system.sysfs import THROTTLE_FLAGS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SOURCE_STATES = ("starting", "running", "reconnecting", "failed", "ended")
@@ -180,8 +179,8 @@ class MetricsExtension:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatsCollector(snapshot, device))
 
-    def route(self) -> tuple[int, bytes, str]:
-        return 200, generate_latest(self.registry), CONTENT_TYPE
+    def route(self, request: Request) -> Response:
+        return Response(200, generate_latest(self.registry), CONTENT_TYPE)
 
     def start(self) -> None:
         pass
@@ -193,9 +192,7 @@ class MetricsExtension:
         pass
 
 
-def attach(daemon: "Daemon") -> MetricsExtension | None:
-    if daemon.server is None:
-        return None
-    ext = MetricsExtension(daemon.stats.snapshot, device_name(daemon.cfg))
-    daemon.server.routes["/metrics"] = ext.route
+def attach(hooks: Hooks) -> MetricsExtension:
+    ext = MetricsExtension(hooks.figures, device_name(hooks.cfg))
+    hooks.add_route("/metrics", ext.route)
     return ext

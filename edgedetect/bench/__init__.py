@@ -34,29 +34,25 @@ import numpy as np
 import psutil
 
 from edgedetect import clock
-from edgedetect.annotate import draw_result
-from edgedetect.capture import CaptureThread
-from edgedetect.catalogue import Catalogue
-from edgedetect.cpucheck import effective_cores
-from edgedetect.runtime import default_threads
-from edgedetect.config import MotionConfig, ModelConfig, SourceConfig, StatsConfig
+from edgedetect.pipeline.annotate import annotated
+from edgedetect.pipeline.builder import Pipeline, PipelineOptions
+from edgedetect.detect.catalogue import Catalogue
+from edgedetect.bench.cpucheck import effective_cores
+from edgedetect.detect.runtime import default_threads
+from edgedetect.config import MotionConfig, ModelConfig, SourceConfig
 from edgedetect.errors import UserError
-from edgedetect.frames import Frame, Result
-from edgedetect.model import Classifier, DetectFilter, Detector, load_model
-from edgedetect.motion import MotionGate
-from edgedetect.publish import Publisher
-from edgedetect.report import StatsReporter
-from edgedetect.slot import LatestSlot
+from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.detect.model import DetectFilter, Model
+from edgedetect.detect.resolve import ModelFiles, load_configured, resolve_model
+from edgedetect.pipeline.motion import MotionGate
+from edgedetect.pipeline.publish import Publisher
 from edgedetect.sources import Source, make_source
-from edgedetect.stats import PipelineStats
-from edgedetect.worker import InferenceWorker
 
 JPEG_QUALITY = 80  # the [http] default
 WARMUP_FRAMES = 8  # first invokes set up XNNPACK's thread pool and caches
 ROUNDS = 5  # each of raw/naive/pipeline runs this many times, alternating; ratios per round
 START_TIMEOUT_S = 30.0
 
-Model = Detector | Classifier
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -118,15 +114,18 @@ def auto_candidates(cores: int | None = None) -> list[int]:
 
 @dataclass
 class Setup:
-    model_path: Path
-    labels: Path | None
-    model_name: str
+    model: ModelConfig
+    files: ModelFiles
     source: SourceConfig  # the source as given; bench decides pace and loop per phase
     catalogue: Catalogue
     flt: DetectFilter = field(default_factory=DetectFilter)
 
+    @property
+    def model_path(self) -> Path:
+        return self.files.model
+
     def load(self, threads: int) -> Model:
-        return load_model(self.model_path, self.labels, threads)
+        return load_configured(self.model, self.files, threads)
 
     def source_for(self, model: Model, pace: bool, loop: bool = True) -> Source:
         cfg = SourceConfig(uri=self.source.uri, pace=pace, loop=loop, width=self.source.width,
@@ -148,10 +147,7 @@ def first_frame(setup: Setup, model: Model) -> Frame:
 
 def raw_invoke(model: Model, frame: Frame, n: int) -> dict[str, float]:
     """The interpreter alone: one input set once, `n` invokes."""
-    if frame.lores is not None:
-        model.set_input(frame.lores, bgr=False)
-    else:
-        model.set_input(frame.image, bgr=True)
+    model.prepare(frame)
     for _ in range(WARMUP_FRAMES):
         model.invoke()
     times = []
@@ -185,22 +181,17 @@ def naive_loop(setup: Setup, model: Model, n: int) -> dict[str, Any]:
             if cap is None:
                 raise UserError(f"{setup.source.uri}: source ended during the benchmark")
             t1 = clock.now()
-            if cap.lores is not None:
-                model.set_input(cap.lores, bgr=False)
-            else:
-                model.set_input(cap.image, bgr=True)
+            frame = Frame(i, t0, cap.image, cap.lores)
+            model.prepare(frame)
             t2 = clock.now()
             model.invoke()
             t3 = clock.now()
-            result = Result(Frame(i, t0, cap.image, cap.lores))
-            if isinstance(model, Detector):
-                result.detections = model.detections(setup.flt)
-            else:
-                result.classes = model.top(3)
+            found = model.decode(setup.flt, 3)
+            result = Result(frame, found.detections, found.classes)
             t4 = clock.now()
-            draw_result(cap.image, result, "naive")
+            img = annotated(result, "naive")
             t5 = clock.now()
-            ok, _buf = cv2.imencode(".jpg", cap.image, quality)
+            ok, _buf = cv2.imencode(".jpg", img, quality)
             t6 = clock.now()
             for k, a, b in zip(STAGES, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6)):
                 sums[k] += b - a
@@ -248,7 +239,7 @@ class Viewer:
 
 @dataclass
 class PipelineRun:
-    """The daemon's stages wired as daemon.py wires them, plus one viewer."""
+    """The daemon's pipeline (the same builder), plus one viewer."""
 
     setup: Setup
     model: Model
@@ -258,23 +249,20 @@ class PipelineRun:
     record: bool = True  # keep a row per result (off for the soak)
 
     def __post_init__(self) -> None:
-        self.slot: LatestSlot[Frame] = LatestSlot()
-        self.stats = PipelineStats(dropped=lambda: self.slot.dropped)
-        self.publisher = Publisher(self.stats, JPEG_QUALITY, banner=self.stats.banner)
         self.stop_event = threading.Event()
         self.published: list[tuple[float, float, float]] = []  # (t_publish, latency ms, inference ms)
         self.count = 0
         self._lock = threading.Lock()
         self._count = threading.Condition(self._lock)
-        self.publisher.add_listener(self._on_result)
-        self.worker = InferenceWorker(self.model, self.slot, self.publisher.publish, self.stats,
-                                      self.setup.flt, motion=self.gate)
         src = self._source()
         src.open()
-        self.capture = CaptureThread(self._source, self.slot, self.stats, source=src)
-        self.view = Viewer(self.publisher, self.stop_event, self.record) if self.viewer else None
         # As in the daemon: the periodic snapshot is also what trims the rate meters.
-        self.reporter = StatsReporter(self.stats, StatsConfig().interval, sinks=[])
+        self.pipeline = Pipeline(self.model, self._source, PipelineOptions(flt=self.setup.flt, report_sinks=()),
+                                 source=src, motion=self.gate)
+        self.pipeline.add_result_listener(self._on_result)
+        self.stats = self.pipeline.stats
+        self.publisher = self.pipeline.publisher
+        self.view = Viewer(self.publisher, self.stop_event, self.record) if self.viewer else None
 
     def _source(self) -> Source:
         # Unpaced files are read only as fast as the worker takes frames: CaptureThread's pull mode.
@@ -289,11 +277,9 @@ class PipelineRun:
             self._count.notify_all()
 
     def start(self) -> None:
-        self.worker.start()
         if self.view:
             self.view.start()
-        self.capture.start()
-        self.reporter.start()
+        self.pipeline.start()
 
     def wait_published(self, count: int, timeout: float) -> bool:
         with self._count:
@@ -301,14 +287,10 @@ class PipelineRun:
 
     def stop(self) -> None:
         self.stop_event.set()
-        self.capture.stop()
-        self.worker.stop()
-        self.reporter.stop()
-        self.slot.close()
-        self.publisher.close()
-        for part in (self.capture, self.worker, self.view, self.reporter):
-            if part is not None:
-                part.join(5.0)
+        self.pipeline.stop()
+        self.pipeline.join(5.0)
+        if self.view is not None:
+            self.view.join(5.0)
 
 
 def pipeline_unpaced(setup: Setup, model: Model, n: int) -> dict[str, Any]:
@@ -520,8 +502,7 @@ def gating(setup: Setup, threads: int, seconds: float, progress: Callable[[str],
     with tempfile.TemporaryDirectory(prefix="edgedetect-bench-") as tmp:
         still = Path(tmp) / "still.avi"
         write_still_clip(setup.source_for(model, pace=False, loop=False), still)
-        still_setup = Setup(setup.model_path, setup.labels, setup.model_name,
-                            SourceConfig(uri=str(still)), setup.catalogue, setup.flt)
+        still_setup = Setup(setup.model, setup.files, SourceConfig(uri=str(still)), setup.catalogue, setup.flt)
         for name, gate in (("off", None), ("on", MotionGate(MotionConfig()))):
             progress(f"gating {name}: still clip for {seconds:g} s")
             out[name] = _gated_run(still_setup, model, gate, seconds)
@@ -562,13 +543,12 @@ def run_bench(model: str = "ssd-mobilenet-v2-coco", source: str = "demo", thread
               memory: bool = False, gating_seconds: float = 0.0,
               progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Everything `edgedetect bench` measures, as one dict (also the --json output)."""
-    from edgedetect.daemon import resolve_model
-
     if frames < 1:
         raise UserError(f"--frames: expected a positive number, got {frames}")
     catalogue = Catalogue.load(models_dir or None)
-    files = resolve_model(ModelConfig(path=model, labels=labels, models_dir=models_dir), catalogue)
-    setup = Setup(files.model, files.labels, files.name, SourceConfig(uri=source), catalogue)
+    mc = ModelConfig(path=model, labels=labels, models_dir=models_dir)
+    files = resolve_model(mc, catalogue)
+    setup = Setup(mc, files, SourceConfig(uri=source), catalogue)
     tried = parse_threads(threads)
     auto = tried is None
     candidates = auto_candidates() if auto else tried
@@ -659,7 +639,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        models_dir=args.models_dir or "", memory=args.memory,
                        gating_seconds=args.gating_seconds if args.gating else 0.0, progress=progress)
     if args.plot:
-        from edgedetect.benchplot import plot
+        from edgedetect.bench.plot import plot
 
         plot(report, Path(args.plot))
     if args.json:

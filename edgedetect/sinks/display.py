@@ -9,18 +9,16 @@ Other sources have no preview of their own; their monitor is the viewer page in 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import cv2
 import numpy as np
 
-from edgedetect.annotate import FONT, colour_for
-from edgedetect.frames import Detection, Result
+from edgedetect.pipeline.annotate import FONT, colour_for
+from edgedetect.pipeline.frames import Detection, Result
+from edgedetect.extensions import Hooks
 
-if TYPE_CHECKING:
-    from edgedetect.daemon import Daemon
-
-log = logging.getLogger("edgedetect.display")
+log = logging.getLogger("edgedetect.sinks.display")
 
 BOX_ALPHA = 255
 LABEL_ALPHA = 200
@@ -102,18 +100,17 @@ def start_preview(camera: Any, kind: Any) -> None:
         raise
 
 
-def attach(daemon: "Daemon", preview: Callable[[str], Any] = preview_kind) -> CameraOverlay | None:
+def attach(hooks: Hooks, preview: Callable[[str], Any] = preview_kind) -> CameraOverlay | None:
     from edgedetect.sources.picam import PiCamera
 
-    mode = daemon.cfg.display.mode
+    mode = hooks.cfg.display.mode
     if mode == "none":
         return None
-    # The daemon keeps the opened source (Daemon.source); older checkouts only had it in capture.
-    source = getattr(daemon, "source", None) or getattr(daemon.capture, "_source", None)
+    source = hooks.source
     if not isinstance(source, PiCamera) or source.camera is None:
         log.warning("display.mode = %r needs the Pi camera (source.uri = \"picam\"); for source %r "
                     "open the viewer page on the monitor instead (see docs/service.md, kiosk)",
-                    mode, daemon.cfg.source.uri)
+                    mode, hooks.cfg.source.uri)
         return None
     camera = source.camera
     try:
@@ -123,6 +120,6 @@ def attach(daemon: "Daemon", preview: Callable[[str], Any] = preview_kind) -> Ca
                     mode, e)
         return None
     overlay = CameraOverlay(camera, preview_size(camera, source.size))
-    daemon.publisher.add_listener(overlay.on_result)
+    hooks.on_result(overlay.on_result)
     log.info("%s preview on the monitor, overlay %dx%d", mode, *overlay.size)
     return overlay

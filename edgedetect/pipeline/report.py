@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from edgedetect.stage import StageThread
-from edgedetect.stats import PipelineStats, log_line
+from edgedetect.pipeline.stage import StageThread
+from edgedetect.pipeline.stats import PipelineStats, log_line
 
-log = logging.getLogger("edgedetect.stats")
+log = logging.getLogger("edgedetect.pipeline.stats")
 
 Sink = Callable[[dict[str, Any]], None]
 

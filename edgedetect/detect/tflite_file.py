@@ -8,7 +8,7 @@ from typing import Any
 POSTPROCESS_OP = b"TFLite_Detection_PostProcess"
 
 
-def postprocess_options(path: str | Path) -> dict[str, Any] | None:
+def postprocess_options(model: bytes | str | Path) -> dict[str, Any] | None:
     """The custom options of the detection post-process op (num_classes, max_detections, ...),
     or None if the model has no such op or the schema module is unavailable."""
     try:
@@ -20,7 +20,7 @@ def postprocess_options(path: str | Path) -> dict[str, Any] | None:
             return None
     from flatbuffers import flexbuffers
 
-    buf = Path(path).read_bytes()
+    buf = model if isinstance(model, bytes) else Path(model).read_bytes()
     model = schema.Model.GetRootAsModel(buf, 0)
     codes = [model.OperatorCodes(i).CustomCode() for i in range(model.OperatorCodesLength())]
     for g in range(model.SubgraphsLength()):

@@ -13,11 +13,11 @@ from typing import Callable, Iterator
 import cv2
 
 from edgedetect import clock
-from edgedetect.annotate import draw_result, no_signal
-from edgedetect.frames import Frame, Result
-from edgedetect.stats import PipelineStats
+from edgedetect.pipeline.annotate import annotated, no_signal
+from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.pipeline.stats import PipelineStats
 
-log = logging.getLogger("edgedetect.publish")
+log = logging.getLogger("edgedetect.pipeline.publish")
 
 Listener = Callable[[Result], None]
 
@@ -36,6 +36,7 @@ class Publisher:
         self.encoded = 0  # JPEGs made; one per published result at most, however many viewers
         self.placeholder = False  # the newest "frame" is a no-signal card, not a camera frame
         self._listeners: list[Listener] = []
+        self.listener_errors = 0
         self._closed = False
 
     def add_listener(self, fn: Listener) -> None:
@@ -52,8 +53,10 @@ class Publisher:
         for fn in self._listeners:
             try:
                 fn(result)
-            except Exception:  # noqa: BLE001 - a failing sink must not stop detection
-                log.exception("result listener %r failed", fn)
+            except Exception:  # noqa: BLE001 - a failing sink must not stop detection or the other sinks
+                self.listener_errors += 1
+                if self.listener_errors == 1:
+                    log.exception("result listener %r failed (further failures counted in listener_errors)", fn)
 
     def publish_placeholder(self, text: str, size: tuple[int, int] | None = None) -> None:
         """Show a card (\"no signal\") to viewers while the source is away."""
@@ -89,7 +92,7 @@ class Publisher:
             if self._jpeg_seq != seq:
                 img = result.frame.image
                 if result.frame.index >= 0:  # not a placeholder card
-                    img = draw_result(img, result, self._banner())
+                    img = annotated(result, self._banner())
                 ok, buf = cv2.imencode(".jpg", img, self._quality)
                 if ok:
                     self._jpeg, self._jpeg_seq = buf.tobytes(), seq

@@ -15,7 +15,8 @@ import numpy as np
 import psutil
 
 from edgedetect import clock
-from edgedetect.sysfs import SysfsReader
+from edgedetect.pipeline.state import SourceState, SourceStatus
+from edgedetect.system.sysfs import SysfsReader
 
 RATE_WINDOW_S = 5.0
 
@@ -78,25 +79,31 @@ class PipelineStats:
         self._dropped = dropped
         self._sysfs = SysfsReader(sysfs_root)
         self._process = psutil.Process()
-        self._process.cpu_percent(None)  # first call primes the counter
-        psutil.cpu_percent(None)
         self.started = clock.now()
-        self.source_state = "starting"
-        self.source_name = ""
+        self.source = SourceStatus()
         self.model_name = ""
         self.extra: dict[str, Callable[[], Any]] = {}
         self._cpu = {"process": 0.0, "system": 0.0}
         self._cpu_t = self.started
+        self._cpu_base = _cpu_times(self._process)
+
+    @property
+    def source_state(self) -> SourceState:
+        return self.source.state
+
+    @property
+    def source_name(self) -> str:
+        return self.source.name
 
     def _cpu_percent(self, t: float) -> dict[str, float]:
-        # psutil measures since its previous call; several readers (API, log, MQTT) would
-        # otherwise each shorten the others' interval to noise.
-        if t - self._cpu_t >= 1.0:
-            self._cpu = {
-                "process": round(self._process.cpu_percent(None), 1),
-                "system": round(psutil.cpu_percent(None), 1),
-            }
-            self._cpu_t = t
+        # One sampler, under the stats lock, on counters of its own: psutil.cpu_percent(None)
+        # keeps its baseline per calling thread, so the stats thread's first reading and
+        # readings from HTTP threads came out 0.0. At most one new sample a second, so that
+        # several readers (API, log, MQTT) do not shorten each other's interval to noise.
+        if t - self._cpu_t >= 1.0 or (self._cpu_t == self.started and t - self._cpu_t >= 0.2):
+            now = _cpu_times(self._process)
+            self._cpu = _cpu_share(self._cpu_base, now)
+            self._cpu_base, self._cpu_t = now, t
         return dict(self._cpu)
 
     def captured(self, t: float) -> None:
@@ -135,10 +142,10 @@ class PipelineStats:
             snap: dict[str, Any] = {
                 "uptime_s": round(t - self.started, 1),
                 "source": self.source_name,
-                "source_state": self.source_state,
+                "source_state": str(self.source_state),
                 "model": self.model_name,
                 # A source that is away delivers nothing, whatever the last seconds' rate says.
-                "camera_fps": round(self.camera.rate(t), 2) if self.source_state == "running" else 0.0,
+                "camera_fps": round(self.camera.rate(t), 2) if self.source_state is SourceState.RUNNING else 0.0,
                 "inference_fps": round(self.inference.rate(t), 2),
                 "published_fps": round(self.published.rate(t), 2),
                 "skipped_fps": round(self.skipped.rate(t), 2),
@@ -163,6 +170,25 @@ class PipelineStats:
         for key, fn in self.extra.items():
             snap[key] = fn()
         return snap
+
+
+def _cpu_times(process: psutil.Process) -> tuple[float, float, float]:
+    """(process CPU seconds, system busy CPU seconds, system total CPU seconds)."""
+    p = process.cpu_times()
+    s = psutil.cpu_times()
+    total = sum(s)
+    idle = s.idle + getattr(s, "iowait", 0.0)
+    return p.user + p.system, total - idle, total
+
+
+def _cpu_share(a: tuple[float, float, float], b: tuple[float, float, float]) -> dict[str, float]:
+    """Process CPU (100 = one core, as top shows it) and system CPU (100 = all cores) between two samples."""
+    total = b[2] - a[2]
+    if total <= 0:
+        return {"process": 0.0, "system": 0.0}
+    cores = psutil.cpu_count() or 1
+    return {"process": round(100.0 * cores * (b[0] - a[0]) / total, 1),
+            "system": round(100.0 * (b[1] - a[1]) / total, 1)}
 
 
 def log_line(snap: dict[str, Any]) -> str:

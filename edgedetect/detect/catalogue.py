@@ -79,7 +79,7 @@ def _catalogue_text() -> str:
     try:
         return resources.files("edgedetect.catalogue_data").joinpath("catalogue.toml").read_text("utf-8")
     except ModuleNotFoundError:
-        return (Path(__file__).resolve().parent.parent / "models" / "catalogue.toml").read_text("utf-8")
+        return (Path(__file__).resolve().parents[2] / "models" / "catalogue.toml").read_text("utf-8")
 
 
 def mirror_dirs(cli_dirs: str | None = None) -> list[Path]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 WORKER = """
 import sys, time
-from edgedetect.runtime import load_interpreter
+from edgedetect.detect.runtime import load_interpreter
 interp = load_interpreter(sys.argv[1], 1)
 start, seconds = float(sys.argv[2]), float(sys.argv[3])
 while time.time() < start:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from edgedetect.errors import ModelError
 
@@ -39,32 +39,39 @@ def default_threads(cores: int | None = None) -> int:
     return max(1, n - 1)
 
 
-def check_model_file(path: Path) -> None:
-    """Reject files that are not TFLite flatbuffers before the runtime sees them
-    (the runtime's own messages for garbage are long and sometimes crash)."""
+def read_model_file(path: Path) -> bytes:
+    """The model's bytes, read once. The interpreter runs from this copy in memory, so the file
+    on disk may be replaced or truncated under a running daemon without harm (a memory-mapped
+    file that shrinks kills the process with SIGBUS)."""
     if not path.exists():
         raise ModelError(f"{path}: model file not found")
     if not path.is_file():
         raise ModelError(f"{path}: not a file (expected a .tflite model)")
     try:
-        with path.open("rb") as f:
-            head = f.read(8)
+        content = path.read_bytes()
     except OSError as e:
         raise ModelError(f"{path}: cannot read model ({e.strerror})") from None
-    if len(head) < 8 or head[4:8] != TFLITE_MAGIC:
+    if len(content) < 8 or content[4:8] != TFLITE_MAGIC:
         raise ModelError(f"{path}: not a TFLite model (expected a .tflite flatbuffer with identifier TFL3)")
+    return content
 
 
-def load_interpreter(path: str | Path, threads: int | None = None) -> Any:
-    """Load and allocate a .tflite model; every failure becomes a one-line ModelError."""
-    path = Path(path)
-    check_model_file(path)
+def make_interpreter(content: bytes, threads: int | None = None, delegates: Sequence[Any] = (),
+                     where: str | Path = "model") -> Any:
+    """The one place an interpreter is made: the model's bytes, the CPU threads, and the
+    accelerator delegates (already loaded, see delegates.py). Every failure is a one-line ModelError."""
     cls, _ = interpreter_class()
     n = threads if threads and threads > 0 else default_threads()
     try:
-        interp = cls(model_path=str(path), num_threads=n)
+        interp = cls(model_content=content, num_threads=n, experimental_delegates=list(delegates) or None)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: cannot load model ({first}); the file may be truncated or corrupt") from None
+        raise ModelError(f"{where}: cannot load model ({first}); the file may be truncated or corrupt") from None
     return interp
+
+
+def load_interpreter(path: str | Path, threads: int | None = None) -> Any:
+    """Load and allocate a .tflite file on the CPU (tools and tests)."""
+    path = Path(path)
+    return make_interpreter(read_model_file(path), threads, where=path)

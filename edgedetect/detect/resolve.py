@@ -1,0 +1,53 @@
+"""From [model] in the config to a loaded model: a catalogue name or a path, its labels file,
+the accelerator, the family."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgedetect.config import ModelConfig
+from edgedetect.detect.catalogue import Catalogue
+from edgedetect.detect.families import load_model
+from edgedetect.detect.model import Model
+from edgedetect.errors import ModelError, UserError
+
+log = logging.getLogger("edgedetect.detect")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    model: Path
+    labels: Path | None
+    name: str
+
+
+def resolve_model(mc: ModelConfig, catalogue: Catalogue, download: bool = True) -> ModelFiles:
+    """A catalogue name or a path to a .tflite, and its labels file."""
+    labels = Path(mc.labels) if mc.labels else None
+    if mc.path in catalogue.entries:
+        entry = catalogue.get(mc.path)
+        if entry.kind not in ("detector", "classifier"):
+            raise UserError(f"model.path: {mc.path!r} is a {entry.kind}, not a model")
+        found = catalogue.pull(mc.path) if download else catalogue.resolve(mc.path)
+        return ModelFiles(found.paths["model"], labels or found.paths.get("labels"), mc.path)
+    path = Path(mc.path).expanduser()
+    if not path.exists():
+        raise ModelError(f"{path}: model file not found (expected a .tflite file or one of: "
+                         f"{', '.join(n for n, e in catalogue.entries.items() if e.kind != 'video')})")
+    if labels is None:
+        labels = next((p for p in labels_candidates(path) if p.is_file()), None)
+    return ModelFiles(path, labels, path.name)
+
+
+def labels_candidates(model: Path) -> list[Path]:
+    stem = model.with_suffix("")
+    return [Path(f"{stem}.txt"), Path(f"{stem}_labels.txt"), Path(f"{stem}.labels.txt"), model.parent / "labels.txt"]
+def load_configured(mc: ModelConfig, files: ModelFiles, threads: int | None = None) -> Model:
+    """The model that [model] describes, on the CPU or its accelerator."""
+    model = load_model(files.model, files.labels, threads if threads is not None else (mc.threads or None),
+                       mc.input_range, family=mc.family, resize=mc.resize)
+    if model.kind == "detector" and not model.labels:
+        log.warning("%s: no labels file found; classes are shown as numbers", files.model)
+    return model

@@ -1,0 +1,23 @@
+"""Detections leave the Pi: tracked events, per-label counts, stats and Home Assistant discovery
+over MQTT.
+
+    inference thread ──▶ listener ──▶ bounded queue ──▶ events thread: tracker, JPEG, publish
+    stats thread ─────▶ sink ──────▶ latest stats ──┘            │
+                                              paho network thread ◀┘ ──▶ broker
+
+The inference thread only appends to a bounded queue (a full queue drops the frame for the
+tracker and counts it). Everything else runs in the events thread; paho's own thread does the
+network and reconnects with backoff. Messages the broker cannot take now are held up to
+`queue_limit` (QoS 1) and dropped and counted beyond that; counts and stats are never queued
+while the broker is away: they are re-sent, current, when it comes back.
+
+Topics, under BASE = `{prefix}/{device}`:
+
+    BASE/availability       online | offline (retained; offline is also the last will)
+    BASE/events             JSON start/update/end of one tracked object (QoS 1)
+    BASE/count/LABEL        live objects of LABEL, e.g. 2 (retained)
+    BASE/snapshot/LABEL     JPEG of the latest started/updated object, cropped around it with its
+                            box drawn (retained)
+    BASE/stats              the /api/stats figures as JSON, every stats interval (retained)
+    DISCOVERY/sensor|binary_sensor/edgedetect_DEVICE/*/config   Home Assistant discovery
+"""

@@ -1,0 +1,78 @@
+"""Home Assistant MQTT discovery: one device, a sensor per label, and the daemon's figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgedetect import __version__
+from edgedetect.sinks.events.topics import OFFLINE, ONLINE, Topics, slug
+
+
+def _device_block(topics: Topics, device: str, model: str) -> dict[str, Any]:
+    return {"identifiers": [topics.node], "name": device, "manufacturer": "edgedetect",
+            "model": model or "edgedetect", "sw_version": __version__}
+
+
+def _entity(topics: Topics, device: str, model: str, object_id: str, name: str, state_topic: str,
+            **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "unique_id": f"{topics.node}_{object_id}",
+        "object_id": f"{topics.node}_{object_id}",
+        "state_topic": state_topic,
+        "availability_topic": topics.availability,
+        "payload_available": ONLINE,
+        "payload_not_available": OFFLINE,
+        "device": _device_block(topics, device, model),
+        **extra,
+    }
+
+
+def discovery_configs(topics: Topics, device: str, model: str,
+                      snap: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Home Assistant MQTT discovery for the figures in the stats topic. Temperature and
+    throttling only where the hardware reports them."""
+    diag = {"entity_category": "diagnostic"}
+    out = [
+        (topics.discovery("sensor", "inference_fps"), _entity(
+            topics, device, model, "inference_fps", "Inference FPS", topics.stats,
+            value_template="{{ value_json.inference_fps }}", unit_of_measurement="fps",
+            state_class="measurement", icon="mdi:speedometer", **diag)),
+        (topics.discovery("sensor", "camera_fps"), _entity(
+            topics, device, model, "camera_fps", "Camera FPS", topics.stats,
+            value_template="{{ value_json.camera_fps }}", unit_of_measurement="fps",
+            state_class="measurement", icon="mdi:camera", **diag)),
+        (topics.discovery("sensor", "inference_ms"), _entity(
+            topics, device, model, "inference_ms", "Inference time", topics.stats,
+            value_template="{{ value_json.inference_ms.p50 | default(0) }}", unit_of_measurement="ms",
+            device_class="duration", state_class="measurement", **diag)),
+    ]
+    if "temperature_c" in snap:
+        out.append((topics.discovery("sensor", "cpu_temperature"), _entity(
+            topics, device, model, "cpu_temperature", "CPU temperature", topics.stats,
+            value_template="{{ value_json.temperature_c }}", unit_of_measurement="°C",
+            device_class="temperature", state_class="measurement", **diag)))
+    if "throttled" in snap:
+        out.append((topics.discovery("binary_sensor", "throttled"), _entity(
+            topics, device, model, "throttled", "Throttled", topics.stats,
+            # Bits 0-3 of the firmware word: under-voltage, capped, throttled, soft limit now.
+            value_template="{{ 'ON' if (value_json.throttled | int(0, 16)) % 16 else 'OFF' }}",
+            payload_on="ON", payload_off="OFF", device_class="problem",
+            json_attributes_topic=topics.stats,
+            json_attributes_template="{{ {'flags': value_json.throttled_flags, "
+                                     "'word': value_json.throttled} | tojson }}", **diag)))
+    return out
+
+
+def label_discovery(topics: Topics, device: str, model: str, label: str) -> list[tuple[str, dict[str, Any]]]:
+    """A count sensor and an occupancy binary sensor for one label."""
+    s = slug(label)
+    return [
+        (topics.discovery("sensor", f"{s}_count"), _entity(
+            topics, device, model, f"{s}_count", f"{label} count", topics.count(label),
+            unit_of_measurement=label, state_class="measurement")),
+        (topics.discovery("binary_sensor", f"{s}_occupancy"), _entity(
+            topics, device, model, f"{s}_occupancy", f"{label} detected", topics.count(label),
+            value_template="{{ 'ON' if value | int(0) > 0 else 'OFF' }}", payload_on="ON", payload_off="OFF",
+            device_class="occupancy")),
+    ]

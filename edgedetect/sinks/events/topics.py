@@ -1,0 +1,79 @@
+"""MQTT topic names under {prefix}/{device}, and the checks on them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+import socket
+
+from edgedetect.config import Config, MqttConfig
+from edgedetect.errors import UserError
+
+QOS_STATE = 1  # events, counts, availability, discovery
+QOS_BULK = 0  # stats and snapshots: only the newest matters
+ONLINE, OFFLINE = "online", "offline"
+_TOPIC_BAD = re.compile(r"[+#\x00]")
+
+
+def device_name(cfg: Config) -> str:
+    """The device name used in topics, discovery and metric labels: mqtt.device or the host name."""
+    return cfg.mqtt.device or socket.gethostname().split(".")[0] or "edgedetect"
+
+
+def slug(text: str) -> str:
+    """A label as a topic level and Home Assistant object id: 'traffic light' -> 'traffic_light'."""
+    return re.sub(r"[^a-zA-Z0-9_-]+", "_", text).strip("_").lower() or "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prefix: str
+    device: str
+    discovery_prefix: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.device}"
+
+    @property
+    def availability(self) -> str:
+        return f"{self.base}/availability"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}/stats"
+
+    def count(self, label: str) -> str:
+        return f"{self.base}/count/{slug(label)}"
+
+    def snapshot(self, label: str) -> str:
+        return f"{self.base}/snapshot/{slug(label)}"
+
+    @property
+    def node(self) -> str:
+        return f"edgedetect_{slug(self.device)}"
+
+    def discovery(self, component: str, object_id: str) -> str:
+        return f"{self.discovery_prefix}/{component}/{self.node}/{object_id}/config"
+
+
+def check_config(mc: MqttConfig, device: str) -> None:
+    """One-line errors for settings that cannot work, before any thread starts."""
+    for key, value in (("mqtt.prefix", mc.prefix), ("mqtt.discovery_prefix", mc.discovery_prefix)):
+        if not value or _TOPIC_BAD.search(value) or value.startswith("/") or value.endswith("/"):
+            raise UserError(f"{key}: expected a topic prefix without '+', '#' or a leading or trailing '/', "
+                            f"got {value!r}")
+    if not device or _TOPIC_BAD.search(device) or "/" in device:
+        raise UserError(f"mqtt.device: expected a name without '/', '+' or '#', got {device!r}")
+    if mc.password and not mc.username:
+        raise UserError("mqtt.password: set without mqtt.username; expected both or neither")
+    if mc.ca_file:
+        if not mc.tls:
+            raise UserError("mqtt.ca_file: set but mqtt.tls is false; expected tls = true with a CA file")
+        if not Path(mc.ca_file).expanduser().is_file():
+            raise UserError(f"mqtt.ca_file: {mc.ca_file} does not exist; expected a CA certificate (PEM)")
