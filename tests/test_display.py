@@ -3,18 +3,20 @@ against a Picamera2-like fake (a contract test of the calls made, not of real ha
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import threading
 from types import SimpleNamespace
 
 import numpy as np
+from fakehooks import make_hooks
 
-from edgedetect.sinks import display
+from edgedetect.config import Config
 from edgedetect.pipeline.annotate import colour_for
 from edgedetect.pipeline.frames import Detection, Frame, Result
 from edgedetect.pipeline.publish import Publisher
-from edgedetect.sources.picam import PiCamera
 from edgedetect.pipeline.stats import PipelineStats
+from edgedetect.sinks import display
+from edgedetect.sources.picam import PiCamera
 
 DOG = Detection(17, "dog", 0.93, (0.25, 0.5, 0.75, 0.9))  # x 160..480, y 240..432 at 640x480
 
@@ -66,11 +68,13 @@ class FakePicamera2:
 
 
 def fake_daemon(mode: str, source: object, uri: str = "picam"):
-    stats = PipelineStats()
-    return SimpleNamespace(
-        cfg=SimpleNamespace(display=SimpleNamespace(mode=mode), source=SimpleNamespace(uri=uri)),
-        source=source, capture=None, publisher=Publisher(stats), first_result=threading.Event(),
-    )
+    """Hooks as the daemon gives them, with a real publisher behind on_result."""
+    cfg = Config()
+    cfg.display.mode, cfg.source.uri = mode, uri
+    publisher = Publisher(PipelineStats())
+    hooks, _ = make_hooks(cfg, source=source)
+    hooks = dataclasses.replace(hooks, on_result=publisher.add_listener)
+    return SimpleNamespace(hooks=hooks, publisher=publisher)
 
 
 def picam_with(camera: FakePicamera2) -> PiCamera:
@@ -82,7 +86,7 @@ def picam_with(camera: FakePicamera2) -> PiCamera:
 def test_attach_swaps_preview_and_draws_each_result() -> None:
     cam = FakePicamera2()
     d = fake_daemon("drm", picam_with(cam))
-    ext = display.attach(d, preview=lambda mode: f"Preview.{mode.upper()}")
+    ext = display.attach(d.hooks, preview=lambda mode: f"Preview.{mode.upper()}")
     assert ext is not None
     assert cam.calls == [("stop_preview",), ("start_preview", "Preview.DRM")]
     ext.start()
@@ -104,14 +108,14 @@ def test_attach_restores_null_preview_when_the_monitor_fails(caplog) -> None:
     cam = FakePicamera2(fail_preview=True)
     d = fake_daemon("drm", picam_with(cam))
     with caplog.at_level(logging.WARNING):
-        assert display.attach(d, preview=lambda mode: "Preview.DRM") is None
+        assert display.attach(d.hooks, preview=lambda mode: "Preview.DRM") is None
     assert cam.preview is False  # the camera still has an event loop to complete captures
     assert "cannot start the preview (Failed to open DRM device)" in caplog.text
 
 
 def test_attach_off_and_non_picam_sources(caplog) -> None:
-    assert display.attach(fake_daemon("none", object())) is None
+    assert display.attach(fake_daemon("none", object()).hooks) is None
     with caplog.at_level(logging.WARNING):
-        assert display.attach(fake_daemon("qt", object(), uri="/dev/video0")) is None
+        assert display.attach(fake_daemon("qt", object(), uri="/dev/video0").hooks) is None
     assert "display.mode = 'qt' needs the Pi camera" in caplog.text
     assert "'/dev/video0'" in caplog.text and "viewer page" in caplog.text

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import pwd
 import socket
 from pathlib import Path
 
 import pytest
-
 from conftest import COCO_LABELS, DETECTOR
+
 from edgedetect import doctor
 from edgedetect.cli import main
+from edgedetect.config import DetectConfig
+from edgedetect.detect.catalogue import Catalogue
 from edgedetect.system.sysfs import TEMP_FILE, THROTTLED_FILE
+
+DETECT_KEYS = ", ".join(f.name for f in dataclasses.fields(DetectConfig))
+MODEL_NAMES = ", ".join(n for n, e in Catalogue.load().entries.items() if e.kind != "video")
 
 
 def fake_sysfs(root: Path, temp: str | None = "48312", throttled: str | None = "0x0") -> Path:
@@ -45,7 +51,7 @@ def test_good_setup_all_ok(tmp_path: Path, capsys) -> None:
                              "--labels", str(COCO_LABELS), "--sysfs-root", str(sysfs),
                              "--port", str(free_port()), "--dev-root", str(dev))
     assert code == 0, lines
-    assert lines["model"] == ("ok   model: ssd_mobilenet_v2_coco_quant_postprocess.tflite: detector, "
+    assert lines["model"] == ("ok   model: ssd_mobilenet_v2_coco_quant_postprocess.tflite: detector (ssd), "
                               "input 300x300, 80 labels")
     assert lines["camera"] == f"ok   camera: {dev}/video0 readable and writable"
     assert lines["temperature"] == "ok   temperature: 48.3 C"
@@ -74,7 +80,7 @@ def test_broken_setup_reports_each_fault(tmp_path: Path, capsys, busy_port: int)
     assert code == 1
     assert lines["config"] == (
         f"FAIL config: {cfg}: [detect]: unknown key 'threshhold' (did you mean 'threshold'?); expected one of: "
-        "threshold, allow, deny, max_detections, top_k -> fix the key or value named; 'edgedetect config' "
+        f"{DETECT_KEYS} -> fix the key or value named; 'edgedetect config' "
         "prints every key with its meaning (other checks use the built-in defaults)")
     # Flags are applied by the same config load, so with the file broken the rest use plain defaults.
     assert lines["model"].startswith("ok   model: ssd-mobilenet-v2-coco")
@@ -89,8 +95,8 @@ def test_broken_setup_with_valid_config(tmp_path: Path, capsys, busy_port: int) 
                              "--sysfs-root", str(empty_sys), "--port", str(port), "--dev-root", str(tmp_path))
     assert code == 1
     assert lines["model"] == (
-        f"FAIL model: {missing}: model file not found (expected a .tflite file or one of: ssd-mobilenet-v2-coco, "
-        "mobilenet-v2-imagenet) -> set model.path to an existing .tflite file or a catalogue name "
+        f"FAIL model: {missing}: model file not found (expected a .tflite file or one of: {MODEL_NAMES}) "
+        "-> set model.path to an existing .tflite file or a catalogue name "
         "('edgedetect models list')")
     assert lines["camera"] == "FAIL camera: /dev/video9: no such device -> plug in the camera or set source.uri to one of: none found"
     assert lines["temperature"] == (

@@ -124,8 +124,10 @@ def test_inference_failures_exit_nonzero(caplog):
     stop = threading.Event()
 
     def start_then_break() -> None:
-        daemon.first_result.wait(20)
-        calls.append(daemon.stats.snapshot()["frames_inferred"])
+        while daemon.pipeline is None:
+            time.sleep(0.02)
+        daemon.pipeline.first_result.wait(20)
+        calls.append(daemon.pipeline.stats.snapshot()["frames_inferred"])
 
         def broken() -> None:
             raise RuntimeError("delegate failed")
@@ -141,12 +143,13 @@ def test_inference_failures_exit_nonzero(caplog):
     errors = [r for r in caplog.records if "inference failed on frame" in r.getMessage()]
     assert len(errors) == 1 and "delegate failed" in errors[0].getMessage()
     assert any("inference failed 5 times in a row" in r.getMessage() for r in caplog.records)
-    assert daemon.stats.inference_errors == 5
+    assert daemon.pipeline.stats.inference_errors == 5
 
 
 def test_worker_recovers_after_a_few_failures():
     from edgedetect.pipeline.frames import Frame
-    from edgedetect.detect.model import DetectFilter, load_model
+    from edgedetect.detect.families import load_model
+    from edgedetect.detect.model import DetectFilter
     from edgedetect.pipeline.publish import Publisher
     from edgedetect.pipeline.slot import LatestSlot
     from edgedetect.pipeline.stats import PipelineStats

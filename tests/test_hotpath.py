@@ -8,18 +8,15 @@ import tracemalloc
 
 import cv2
 import numpy as np
-
 from conftest import VTEST
-from edgedetect.pipeline.capture import CaptureThread
+
 from edgedetect.config import MotionConfig
-from edgedetect.pipeline.frames import Frame, Result
 from edgedetect.detect.model import DetectFilter
+from edgedetect.pipeline.builder import Pipeline, PipelineOptions
+from edgedetect.pipeline.frames import Frame, Result
 from edgedetect.pipeline.motion import MotionGate
 from edgedetect.pipeline.publish import Publisher
-from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.sources.video import VideoFile
-from edgedetect.pipeline.stats import PipelineStats
-from edgedetect.pipeline.worker import InferenceWorker
 
 
 def vtest_frame(index: int = 0) -> np.ndarray:
@@ -32,16 +29,14 @@ def vtest_frame(index: int = 0) -> np.ndarray:
 
 
 def run_pipeline(detector, viewers: int, results: int) -> tuple[Publisher, int, list[int]]:
-    """The daemon's stages on vtest (unpaced) with `viewers` threads doing what the stream does."""
-    slot: LatestSlot[Frame] = LatestSlot()
-    stats = PipelineStats(dropped=lambda: slot.dropped)
-    pub = Publisher(stats)
-    published = threading.Semaphore(0)
-    pub.add_listener(lambda r: published.release())
-    worker = InferenceWorker(detector, slot, pub.publish, stats, DetectFilter())
+    """The daemon's pipeline on vtest (unpaced) with `viewers` threads doing what the stream does."""
     src = VideoFile(VTEST, pace=False, loop=True)
     src.open()
-    capture = CaptureThread(lambda: VideoFile(VTEST, pace=False, loop=True), slot, stats, source=src)
+    p = Pipeline(detector, lambda: VideoFile(VTEST, pace=False, loop=True), PipelineOptions(report_sinks=()),
+                 source=src)
+    pub = p.publisher
+    published = threading.Semaphore(0)
+    p.add_result_listener(lambda r: published.release())
     stop = threading.Event()
     got = [0] * viewers
 
@@ -53,20 +48,17 @@ def run_pipeline(detector, viewers: int, results: int) -> tuple[Publisher, int, 
     threads = [threading.Thread(target=viewer, args=(k,)) for k in range(viewers)]
     for t in threads:
         t.start()
-    worker.start()
-    capture.start()
+    p.start()
     try:
         for _ in range(results):
             assert published.acquire(timeout=10)
     finally:
-        capture.stop()
-        worker.stop()
-        slot.close()
+        p.stop()
         stop.set()
-        pub.close()
-        for t in (capture, worker, *threads):
+        p.join(3)
+        for t in threads:
             t.join(3)
-    return pub, stats.published.total, got
+    return pub, p.stats.published.total, got
 
 
 def test_no_viewer_no_jpeg(detector):

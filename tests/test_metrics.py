@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import MEDIA, VTEST
 from daemonproc import DaemonProcess
+from edgedetect.sinks.viewer import Request
 from edgedetect.sinks.metrics import CONTENT_TYPE, MetricsExtension
 
 SNAPSHOT = {
@@ -44,9 +45,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def scrape(ext: MetricsExtension) -> dict:
-    status, body, ctype = ext.route()
-    assert status == 200 and ctype == CONTENT_TYPE
-    return samples(body.decode())
+    r = ext.route(Request("GET", "/metrics", {}))
+    assert r.status == 200 and r.content_type == CONTENT_TYPE
+    return samples(r.body.decode())
 
 
 def test_collector_maps_every_figure() -> None:

@@ -9,16 +9,17 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import pytest
-
 from conftest import MEDIA, VTEST
 from daemonproc import DaemonProcess
-from edgedetect.system import notify
+from fakehooks import make_hooks
+
 from edgedetect.pipeline.health import progress
+from edgedetect.pipeline.state import SourceState
 from edgedetect.sinks.systemd import ServiceNotifier, attach, summary
+from edgedetect.system import notify
 
 
 class NotifySocket:
@@ -142,48 +143,46 @@ class FakeClock:
         return self.t
 
 
-def fake_daemon(stall_timeout: float = 5.0):
-    """The daemon's recorded state, judged by the daemon's own Daemon.progress."""
-    from edgedetect.daemon import Daemon
+class FakePipeline:
+    """The recorded state the pipeline's own progress rule judges (Pipeline.progress)."""
 
-    d = SimpleNamespace(
-        first_result=threading.Event(),
-        stats=SimpleNamespace(source_state="running"),
-        worker=SimpleNamespace(last_result_t=0.0),
-        capture=SimpleNamespace(idle_s=0.0),
-        cfg=SimpleNamespace(pipeline=SimpleNamespace(stall_timeout=stall_timeout)),
-        on_tick=[], reporter=SimpleNamespace(sinks=[]),
-    )
-    d.progress = lambda now=None: Daemon.progress(d, now)
-    return d
+    def __init__(self, stall_timeout: float, clock: FakeClock):
+        self.first = False
+        self.last_result_t = 0.0
+        self.stall_timeout = stall_timeout
+        self.clock = clock
+
+    def tick(self, svc: ServiceNotifier) -> None:
+        p = progress(self.first, SourceState.RUNNING, self.last_result_t, 0.0, self.clock.t, self.stall_timeout)
+        svc.tick(p, self.first, self.clock.t)
 
 
 def test_stuck_inference_stops_pings_while_frames_still_arrive() -> None:
     clock = FakeClock()
     sent: list[tuple[float, tuple[str, ...]]] = []
-    d = fake_daemon(stall_timeout=5.0)
-    svc = ServiceNotifier(d, watchdog_s=1.0, send=lambda *l: sent.append((clock.t, l)) or True, now=clock)
+    d = FakePipeline(5.0, clock)
+    svc = ServiceNotifier(watchdog_s=1.0, send=lambda *l: sent.append((clock.t, l)) or True)
     for _ in range(4):  # starting: nothing is sent, not even a watchdog ping
-        svc.tick(d)
+        d.tick(svc)
         clock.t += 0.25
     assert sent == []
-    d.first_result.set()
-    d.worker.last_result_t = clock.t
+    d.first = True
+    d.last_result_t = clock.t
     svc.sink({"inference_fps": 10.0, "inference_ms": {"p50": 20.0}})
-    svc.tick(d)
+    d.tick(svc)
     assert sent[0][1] == ("READY=1", "WATCHDOG=1", "STATUS=10.0 fps, inference 20 ms")
     # Results keep coming for 3 s: a ping each second.
     for _ in range(12):
         clock.t += 0.25
-        d.worker.last_result_t = clock.t
-        svc.tick(d)
+        d.last_result_t = clock.t
+        d.tick(svc)
     pings = [t for t, lines in sent if "WATCHDOG=1" in lines]
     assert len(pings) == 4 and all(b - a >= 1.0 for a, b in zip(pings, pings[1:]))
     # Inference hangs (the camera still delivers, but no result): pings stop after 5 s.
     hung_at = clock.t
     for _ in range(40):
         clock.t += 0.25
-        svc.tick(d)
+        d.tick(svc)
     late = [t for t, lines in sent if "WATCHDOG=1" in lines and t > hung_at + 5.0]
     assert late == []
     assert any(l.startswith("STATUS=stalled: no frame processed for") for _, ls in sent for l in ls)
@@ -192,11 +191,11 @@ def test_stuck_inference_stops_pings_while_frames_still_arrive() -> None:
 
 
 def test_attach_needs_notify_socket(notify_sock: NotifySocket) -> None:
-    d = fake_daemon()
-    assert attach(d, env={}) is None and d.on_tick == []
-    svc = attach(d, env={"NOTIFY_SOCKET": notify_sock.address, "WATCHDOG_USEC": "2000000"})
+    hooks, reg = make_hooks()
+    assert attach(hooks, env={}) is None and reg.ticks == []
+    svc = attach(hooks, env={"NOTIFY_SOCKET": notify_sock.address, "WATCHDOG_USEC": "2000000"})
     assert svc is not None and svc.watchdog_s == 1.0
-    assert d.on_tick == [svc.tick] and d.reporter.sinks == [svc.sink]
+    assert reg.ticks == [svc.tick] and reg.stats == [svc.sink]
 
 
 # --- the real daemon ----------------------------------------------------------------------------

@@ -5,17 +5,17 @@ from __future__ import annotations
 import threading
 import time
 
+import cv2
 import numpy as np
-
 from conftest import VTEST
-from edgedetect.pipeline.capture import CaptureThread
-from edgedetect.pipeline.frames import Detection, Frame, Result
+
 from edgedetect.detect.model import DetectFilter
+from edgedetect.pipeline.builder import Pipeline, PipelineOptions
+from edgedetect.pipeline.frames import Detection, Frame, Result
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.pipeline.slot import LatestSlot
-from edgedetect.sources.video import VideoFile
 from edgedetect.pipeline.stats import PipelineStats, RateMeter, log_line
-from edgedetect.pipeline.worker import InferenceWorker
+from edgedetect.sources.video import VideoFile
 
 
 def test_slot_newest_wins_and_counts_drops():
@@ -56,24 +56,43 @@ class LiveVideo(VideoFile):
 
 def run_pipeline(detector, source_cls, enough: int = 795) -> tuple[dict, list[Result]]:
     """Run until the clip ends or `enough` results are in (emulated aarch64 infers ~1 frame/s)."""
-    slot: LatestSlot[Frame] = LatestSlot()
-    stats = PipelineStats(dropped=lambda: slot.dropped)
-    pub = Publisher(stats)
-    seen: list[Result] = []
-    pub.add_listener(seen.append)
     src = source_cls(VTEST, pace=False)
     src.open()
-    cap = CaptureThread(lambda: source_cls(VTEST, pace=False), slot, stats, source=src)
-    worker = InferenceWorker(detector, slot, pub.publish, stats, DetectFilter(threshold=0.5))
-    worker.start()
-    cap.start()
+    p = Pipeline(detector, lambda: source_cls(VTEST, pace=False), PipelineOptions(DetectFilter(threshold=0.5),
+                 report_sinks=()), source=src)
+    seen: list[Result] = []
+    p.add_result_listener(seen.append)
+    p.start()
     deadline = time.monotonic() + 90
-    while stats.source_state != "ended" and len(seen) < enough and time.monotonic() < deadline:
+    while p.stats.source_state != "ended" and len(seen) < enough and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.3)
-    cap.stop(), worker.stop()
-    cap.join(2), worker.join(2)
-    return stats.snapshot(), seen
+    p.stop()
+    p.join(2)
+    return p.stats.snapshot(), seen
+
+
+def test_two_pipelines_share_no_state(detector, classifier):
+    """Two pipelines in one process (several cameras): each has its own slot, figures and results."""
+    srcs = [VideoFile(VTEST, pace=False), VideoFile(VTEST, pace=False)]
+    for s in srcs:
+        s.open()
+    a = Pipeline(detector, lambda: VideoFile(VTEST, pace=False), PipelineOptions(report_sinks=()), source=srcs[0])
+    b = Pipeline(classifier, lambda: VideoFile(VTEST, pace=False), PipelineOptions(report_sinks=()), source=srcs[1])
+    got: dict[str, list[Result]] = {"a": [], "b": []}
+    a.add_result_listener(got["a"].append)
+    b.add_result_listener(got["b"].append)
+    a.start(), b.start()
+    deadline = time.monotonic() + 60
+    while min(len(got["a"]), len(got["b"])) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    a.stop(), b.stop()
+    a.join(2), b.join(2)
+    assert len(got["a"]) >= 10 and len(got["b"]) >= 10
+    assert all(r.classes == () for r in got["a"]) and all(r.detections == () for r in got["b"])
+    sa, sb = a.stats.snapshot(), b.stats.snapshot()
+    assert sa["frames_published"] == len(got["a"]) and sb["frames_published"] == len(got["b"])
+    assert a.slot is not b.slot and a.publisher.latest()[1] is not b.publisher.latest()[1]
 
 
 def test_live_source_faster_than_detector_drops_never_queues(detector):
@@ -110,7 +129,9 @@ def test_publisher_encodes_once_per_result_lazily():
     a = pub.jpeg()
     b = pub.jpeg()
     assert a == b and pub.encoded == 1 and a[1][:2] == b"\xff\xd8"
-    assert img[12, 40:80].any()  # box drawn on the frame (top edge at y=0.1*120)
+    drawn = cv2.imdecode(np.frombuffer(a[1], np.uint8), cv2.IMREAD_COLOR)
+    assert drawn[12, 40:80].max() > 100  # box drawn in the JPEG (top edge at y=0.1*120)
+    assert not img.any() and not result.frame.image.flags.writeable  # never on the frame itself
     pub.publish(Result(Frame(1, 0.0, img.copy())))
     pub.jpeg()
     assert pub.encoded == 2

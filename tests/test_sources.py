@@ -119,7 +119,7 @@ class FakePicamera2:
         self.released = 0
         self.controls = None
 
-    def create_preview_configuration(self, main, lores=None, buffer_count=4, controls=None):
+    def create_preview_configuration(self, main, lores=None, buffer_count=4, controls=None, queue=True):
         self.controls = controls
         return {"main": main, "lores": lores}
 
@@ -129,7 +129,7 @@ class FakePicamera2:
     def start(self):
         self.started = True
 
-    def capture_request(self):
+    def capture_request(self, wait=None):
         return FakeRequest(self)
 
     def stop(self):

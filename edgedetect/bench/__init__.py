@@ -316,7 +316,7 @@ def pipeline_unpaced(setup: Setup, model: Model, n: int) -> dict[str, Any]:
         "fps": delivered / wall if wall > 0 else 0.0,
         "published_fps": len(published) / wall if wall > 0 else 0.0,
         "encoded": run.publisher.encoded,
-        "dropped": run.slot.dropped,
+        "dropped": run.pipeline.slot.dropped,
         "cpu": cpu_pct,
         "rss_mb": steady,
     }
