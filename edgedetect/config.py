@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -163,7 +164,16 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     )
     if not ok:
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    return float(value) if tp is float else value
+    if tp is float:
+        # nan passes every comparison of a range check and inf has no sensible meaning in any
+        # key: both are refused here, where every number of the file and the command line passes.
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return value
 
 
 def _check_range(value: Any, meta: dict, where: str) -> None:
