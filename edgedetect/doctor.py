@@ -7,6 +7,7 @@ Exit status 1 if any check fails.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
 import glob
 import grp
@@ -106,6 +107,74 @@ def check_model(cfg: Any) -> Check:
         return Check("model", False, detail + ", no labels file",
                      "set model.labels to the labels file (classes would show as numbers)")
     return Check("model", True, detail)
+
+
+CORAL_USB_IDS = {("1a6e", "089a"): "Coral USB Accelerator (before its firmware is loaded)",
+                 ("18d1", "9302"): "Coral USB Accelerator"}
+USB2_SPEED = "480"  # Mbit/s in sysfs `speed`; USB 3 ports say 5000
+
+
+def coral_usb_devices(sysfs_root: Path) -> list[tuple[str, str, str]]:
+    """(sysfs device name, description, speed) of every Coral USB Accelerator plugged in."""
+    found = []
+    for dev in sorted((sysfs_root / "bus" / "usb" / "devices").glob("*")):
+        try:
+            ids = ((dev / "idVendor").read_text().strip().lower(), (dev / "idProduct").read_text().strip().lower())
+        except OSError:
+            continue
+        if ids in CORAL_USB_IDS:
+            try:
+                speed = (dev / "speed").read_text().strip()
+            except OSError:
+                speed = "?"
+            found.append((dev.name, CORAL_USB_IDS[ids], speed))
+    return found
+
+
+def check_accelerator(cfg: Any) -> list[Check]:
+    """The delegate library model.delegate names, and for the Edge TPU a Coral USB Accelerator on a
+    USB 3 port."""
+    from edgedetect.detect.delegates import (
+        EDGETPU,
+        EDGETPU_INSTALL,
+        EDGETPU_LIBRARY,
+        PLUGIN_SYMBOLS,
+    )
+
+    mc = cfg.model
+    corals = coral_usb_devices(Path(cfg.stats.sysfs_root))
+    if not mc.delegate:
+        detail = "none configured (CPU)"
+        if corals:
+            detail += f"; a {corals[0][1]} is plugged in: set model.delegate = \"edgetpu\" to use it"
+        return [Check("accelerator", True, detail)]
+    library = EDGETPU_LIBRARY if mc.delegate == EDGETPU else str(Path(mc.delegate).expanduser())
+    try:
+        lib = ctypes.CDLL(library)
+    except OSError as e:
+        reason = str(e).splitlines()[0] if str(e) else "dlopen failed"
+        fix = EDGETPU_INSTALL if mc.delegate == EDGETPU else "set model.delegate to the delegate library's path"
+        out = [Check("accelerator", False, f"{library} not found ({reason})", fix)]
+    else:
+        missing = [sym for sym in PLUGIN_SYMBOLS if not hasattr(lib, sym)]
+        out = [Check("accelerator", False, f"{library} is not a TFLite external delegate (no {', '.join(missing)})",
+                     "set model.delegate to a delegate library built for TFLite") if missing
+               else Check("accelerator", True, f"{library} loads")]
+    device = next((o.split("=", 1)[1].strip() for o in mc.delegate_options if o.startswith("device=")), "")
+    if mc.delegate != EDGETPU or device.startswith("pci"):
+        return out
+    if not corals:
+        out.append(Check("coral", False, "no Coral USB Accelerator found (USB ids 1a6e:089a or 18d1:9302)",
+                         "plug it in (a USB 3 port: blue on a Pi 4); for an M.2 or PCIe Coral set "
+                         "model.delegate_options = [\"device=pci\"]"))
+        return out
+    name, what, speed = corals[0]
+    if speed == USB2_SPEED:
+        out.append(Check("coral", False, f"{what} on a USB 2 port ({name}, 480 Mbit/s): inference is several "
+                         "times slower there", "plug it into one of the blue USB 3 ports"))
+    else:
+        out.append(Check("coral", True, f"{what} at {name}, {speed} Mbit/s"))
+    return out
 
 
 def _camera_kind(uri: str) -> str:
@@ -249,8 +318,8 @@ def check_port(cfg: Any) -> Check:
 def run_checks(args: argparse.Namespace, env: Env | None = None) -> list[Check]:
     env = env or Env()
     cfg_check, cfg = check_config(args)
-    checks = [cfg_check, check_runtime(), check_model(cfg), check_camera(cfg, env), check_groups(env),
-              check_devices(env), *check_sysfs(cfg), check_port(cfg)]
+    checks = [cfg_check, check_runtime(), check_model(cfg), *check_accelerator(cfg), check_camera(cfg, env),
+              check_groups(env), check_devices(env), *check_sysfs(cfg), check_port(cfg)]
     return checks
 
 

@@ -13,7 +13,7 @@ import tempfile
 import tomllib
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
@@ -45,6 +45,8 @@ class Entry:
     description: str
     files: tuple[RemoteFile, ...]
     default: bool = False
+    delegate: str = ""  # the accelerator the model is compiled for ("edgetpu"), "" for the CPU
+    variants: dict[str, str] = field(default_factory=dict)  # accelerator -> the entry compiled for it
 
     def file(self, role: str) -> RemoteFile | None:
         return next((f for f in self.files if f.role == role), None)
@@ -69,7 +71,13 @@ def _parse(data: dict, origin: str) -> dict[str, Entry]:
         if not files:
             raise UserError(f"{origin}: entry {name!r} has no model, labels or video file")
         entries[name] = Entry(name, body.get("kind", "detector"), body.get("description", ""), tuple(files),
-                              bool(body.get("default", False)))
+                              bool(body.get("default", False)), str(body.get("delegate", "")),
+                              {str(k): str(v) for k, v in body.get("variants", {}).items()})
+    for name, entry in entries.items():
+        for accel, other in entry.variants.items():
+            if other not in entries or entries[other].delegate != accel:
+                raise UserError(f"{origin}: entry {name!r} names {other!r} as its {accel} variant, "
+                                f"but there is no such entry with delegate = {accel!r}")
     return entries
 
 

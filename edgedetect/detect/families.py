@@ -11,14 +11,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgedetect.detect.classifier import Classifier
+from edgedetect.detect.delegates import check_runnable
 from edgedetect.detect.labels import read_labels
+from edgedetect.detect.metadata import model_labels
 from edgedetect.detect.model import Loaded, Model
 from edgedetect.detect.runtime import make_interpreter, read_model_file
 from edgedetect.detect.ssd import SsdDetector
 from edgedetect.detect.tensors import listing, signature_names, tensor_info
+from edgedetect.detect.yolo import YoloNms, YoloV5, YoloV8
 from edgedetect.errors import ModelError
 
-FAMILIES: tuple[type[Model], ...] = (SsdDetector, Classifier)
+# YOLO NMS exports [1, K, 6] before YOLOv5 [1, N, 5 + C] (a one-class YOLOv5 is [1, N, 6], told apart
+# by N), and YOLOv5 before YOLOv8's transposed [1, N, 4 + C] (same shape, one class more: YOLOv5 N is
+# a multiple of 63, three anchors a cell).
+FAMILIES: tuple[type[Model], ...] = (SsdDetector, YoloNms, YoloV5, YoloV8, Classifier)
 
 
 def family_named(name: str) -> type[Model]:
@@ -35,6 +41,7 @@ def load_model(path: str | Path, labels_path: str | Path | None = None, threads:
     """Load a model of any registered family; ModelError (one line) for anything unusable."""
     path = Path(path)
     content = read_model_file(path)
+    check_runnable(content, delegates, path)
     interp = make_interpreter(content, threads, delegates, where=path)
     inputs = [tensor_info(d) for d in interp.get_input_details()]
     sig = signature_names(interp)
@@ -42,6 +49,8 @@ def load_model(path: str | Path, labels_path: str | Path | None = None, threads:
     if len(inputs) != 1:
         raise ModelError(f"{path}: {len(inputs)} inputs found ({listing(inputs)}); expected one image input")
     labels = read_labels(labels_path) if labels_path else {}
+    if not labels_path and (embedded := model_labels(content)) is not None:
+        labels, labels_path = embedded.labels, f"{path} (its {embedded.member})"
     loaded = Loaded(path, content, interp, inputs, outputs, labels, Path(labels_path) if labels_path else None)
     candidates = FAMILIES if family == "auto" else (family_named(family),)
     for fam in candidates:

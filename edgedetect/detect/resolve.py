@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgedetect.config import ModelConfig
 from edgedetect.detect.catalogue import Catalogue
+from edgedetect.detect.delegates import load_delegates
 from edgedetect.detect.families import load_model
 from edgedetect.detect.model import Model
 from edgedetect.errors import ModelError, UserError
@@ -30,8 +31,9 @@ def resolve_model(mc: ModelConfig, catalogue: Catalogue, download: bool = True) 
         entry = catalogue.get(mc.path)
         if entry.kind not in ("detector", "classifier"):
             raise UserError(f"model.path: {mc.path!r} is a {entry.kind}, not a model")
-        found = catalogue.pull(mc.path) if download else catalogue.resolve(mc.path)
-        return ModelFiles(found.paths["model"], labels or found.paths.get("labels"), mc.path)
+        name = entry.variants.get(mc.delegate, mc.path)  # e.g. the Edge TPU build when delegate = "edgetpu"
+        found = catalogue.pull(name) if download else catalogue.resolve(name)
+        return ModelFiles(found.paths["model"], labels or found.paths.get("labels"), name)
     path = Path(mc.path).expanduser()
     if not path.exists():
         raise ModelError(f"{path}: model file not found (expected a .tflite file or one of: "
@@ -47,7 +49,8 @@ def labels_candidates(model: Path) -> list[Path]:
 def load_configured(mc: ModelConfig, files: ModelFiles, threads: int | None = None) -> Model:
     """The model that [model] describes, on the CPU or its accelerator."""
     model = load_model(files.model, files.labels, threads if threads is not None else (mc.threads or None),
-                       mc.input_range, family=mc.family, resize=mc.resize)
+                       mc.input_range, family=mc.family, resize=mc.resize,
+                       delegates=load_delegates(mc.delegate, mc.delegate_options))
     if model.kind == "detector" and not model.labels:
         log.warning("%s: no labels file found; classes are shown as numbers", files.model)
     return model
