@@ -24,7 +24,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/edgedetect/edgedetect.toml")
 def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None,
        choices: tuple[str, ...] | None = None) -> Any:
     meta = {"help": help, "min": lo, "max": hi, "choices": choices}
-    if isinstance(default, (list, tuple)):
+    if isinstance(default, (list, tuple, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
@@ -56,6 +56,15 @@ class ModelConfig:
 
 
 @dataclass
+class LabelFilterConfig:
+    """[detect.labels.NAME]: what a detection of one label needs to count (events, counts, zones)."""
+
+    min_score: float = _f(0.0, "minimum score for this label (0: detect.threshold)", 0.0, 1.0)
+    min_area: float = _f(0.0, "smallest box, as a fraction of the frame", 0.0, 1.0)
+    max_area: float = _f(1.0, "largest box, as a fraction of the frame", 0.0, 1.0)
+
+
+@dataclass
 class DetectConfig:
     threshold: float = _f(0.5, "minimum score", 0.0, 1.0)
     allow: list[str] = _f([], "labels to keep (empty: all)")
@@ -63,6 +72,8 @@ class DetectConfig:
     max_detections: int = _f(20, "most detections kept per frame", 1, 1000)
     top_k: int = _f(3, "classes shown for classification models", 1, 100)
     iou: float = _f(0.45, "overlap above which non-maximum suppression drops the weaker box of a class", 0.01, 1.0)
+    labels: dict[str, LabelFilterConfig] = _f({}, "per-label filters for events, counts and zones: "
+                                                  "[detect.labels.NAME] min_score, min_area, max_area")
 
 
 @dataclass
@@ -130,6 +141,40 @@ class MqttConfig:
 
 
 @dataclass
+class RecordConfig:
+    enabled: bool = _f(False, "keep events on disk (snapshots, clips, an index) and serve the /events page")
+    dir: str = _f("/var/lib/edgedetect/events", "directory of the event store (a USB drive for heavy use)")
+    labels: list[str] = _f(["person"], "labels that make events (empty: all)")
+    clips: bool = _f(True, "keep a video clip of each event (needs PyAV: pip install av)")
+    pre_s: float = _f(5.0, "seconds of video kept before an event starts", 0.0, 60.0)
+    post_s: float = _f(5.0, "seconds of video kept after an event ends", 0.0, 300.0)
+    max_clip_s: float = _f(300.0, "longest clip; an event that lasts longer keeps only its first seconds", 1.0, 86400.0)
+    max_mb: float = _f(1000.0, "most megabytes the store keeps; the oldest events are deleted first", 1.0, 1e7)
+    max_days: float = _f(14.0, "days an event is kept (0: no age limit)", 0.0, 36500.0)
+    min_free_mb: float = _f(300.0, "free megabytes below which recording pauses (and resumes by itself)", 0.0, 1e7)
+
+
+@dataclass
+class ZoneConfig:
+    """[[zones]]: a named area; an object is in it when the bottom centre of its box is."""
+
+    name: str = _f("", "zone name (letters, digits, _ and -)")
+    polygon: list[list[float]] = _f([], "corners as [x, y] pairs, fractions of the frame (0..1), at least 3")
+    labels: list[str] = _f([], "labels the zone counts (empty: all)")
+    min_score: float = _f(0.0, "minimum score in this zone", 0.0, 1.0)
+    min_area: float = _f(0.0, "smallest box in this zone, as a fraction of the frame", 0.0, 1.0)
+    max_area: float = _f(1.0, "largest box in this zone, as a fraction of the frame", 0.0, 1.0)
+
+
+@dataclass
+class MaskConfig:
+    """[[masks]]: an area where detections are ignored (tested at the bottom centre of the box)."""
+
+    polygon: list[list[float]] = _f([], "corners as [x, y] pairs, fractions of the frame (0..1), at least 3")
+    labels: list[str] = _f([], "labels the mask hides (empty: all)")
+
+
+@dataclass
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -140,17 +185,36 @@ class Config:
     stats: StatsConfig = field(default_factory=StatsConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    zones: list[ZoneConfig] = field(default_factory=list)
+    masks: list[MaskConfig] = field(default_factory=list)
 
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is list:
-        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(typing.get_args(tp)[0], "values")
+        inner = typing.get_args(tp)[0]
+        if typing.get_origin(inner) is list:
+            return "a list of [x, y] pairs" if typing.get_args(inner)[0] is float else "a list of lists"
+        if dataclasses.is_dataclass(inner):
+            return "an array of tables"
+        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(inner, "values")
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a table"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        return _table(tp, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        inner = typing.get_args(tp)[1]
+        return {str(k): _coerce(v, inner, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
@@ -195,6 +259,24 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _table(cls: Any, body: dict[str, Any], where: str) -> Any:
+    """A nested table (an item of [[zones]], a [detect.labels.NAME]) checked against its
+    dataclass like a section: unknown keys, types and ranges."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in body.items():
+        if key not in fields:
+            raise _unknown(key, list(fields), where)
+        v = _coerce(value, hints[key], f"{where}.{key}")
+        _check_range(v, fields[key].metadata, f"{where}.{key}")
+        if isinstance(v, list):
+            for item in v:
+                _check_range(item, fields[key].metadata, f"{where}.{key}")
+        values[key] = v
+    return cls(**values)
+
+
 def set_value(cfg: Config, dotted: str, value: Any, origin: str = "command line") -> None:
     """Set `section.key` on cfg after validating it like a TOML value."""
     section, _, key = dotted.partition(".")
@@ -202,6 +284,8 @@ def set_value(cfg: Config, dotted: str, value: Any, origin: str = "command line"
     if section not in sections:
         raise _unknown(section, sections, origin)
     sub = getattr(cfg, section)
+    if not dataclasses.is_dataclass(sub):
+        raise ConfigError(f"{origin}: {section}: expected an array of tables ([[{section}]]), got {value!r}")
     fields = {f.name: f for f in dataclasses.fields(sub)}
     if key not in fields:
         raise _unknown(key, list(fields), f"{origin}: [{section}]")
@@ -214,7 +298,35 @@ def set_value(cfg: Config, dotted: str, value: Any, origin: str = "command line"
     setattr(sub, key, v)
 
 
+def _validate_areas(cfg: Config, origin: str) -> None:
+    """Zones, masks and label filters: one line naming the zone (or mask, or label)."""
+    from edgedetect.sinks.events.zones import NAME_RE, polygon_problem
+
+    names: set[str] = set()
+    for i, z in enumerate(cfg.zones):
+        if not NAME_RE.fullmatch(z.name):
+            raise ConfigError(f"{origin}: zones[{i}].name: expected a name of letters, digits, _ and -, "
+                              f"got {z.name!r}")
+        if z.name in names:
+            raise ConfigError(f"{origin}: zone {z.name!r}: the name is used twice; expected unique zone names")
+        names.add(z.name)
+        why = polygon_problem(z.polygon)
+        if why:
+            raise ConfigError(f"{origin}: zone {z.name!r}: polygon {why}")
+        if z.min_area > z.max_area:
+            raise ConfigError(f"{origin}: zone {z.name!r}: min_area {z.min_area:g} is above max_area {z.max_area:g}")
+    for i, m in enumerate(cfg.masks):
+        why = polygon_problem(m.polygon)
+        if why:
+            raise ConfigError(f"{origin}: masks[{i}]: polygon {why}")
+    for label, lf in cfg.detect.labels.items():
+        if lf.min_area > lf.max_area:
+            raise ConfigError(f"{origin}: detect.labels.{label}: min_area {lf.min_area:g} is above "
+                              f"max_area {lf.max_area:g}")
+
+
 def _validate_whole(cfg: Config, origin: str) -> None:
+    _validate_areas(cfg, origin)
     rng = cfg.model.input_range
     if rng and (len(rng) != 2 or rng[0] >= rng[1]):
         raise ConfigError(f"{origin}: model.input_range: expected [low, high] with low < high, or [], "
@@ -235,21 +347,31 @@ def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Co
         path = Path(path)
         origin = str(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            # utf-8-sig: a byte-order mark (Windows editors write one) is read past, not a TOML error
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
         except PermissionError:
             raise ConfigError(f"{path}: config file not readable (permission denied)") from None
         except IsADirectoryError:
             raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
+        except OSError as e:  # a name over 255 bytes, a loop of links, a component that is a file ...
+            raise ConfigError(f"{path}: cannot read the config file ({e.strerror or e})") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text, expected a TOML file") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: invalid TOML ({e})") from None
         sections = [f.name for f in dataclasses.fields(Config)]
+        hints = _hints(Config)
         for section, body in data.items():
             if section not in sections:
                 raise _unknown(section, sections, str(path))
+            if typing.get_origin(hints[section]) is list:  # [[zones]], [[masks]]: arrays of tables
+                if not isinstance(body, list):
+                    raise ConfigError(f"{path}: {section}: expected an array of tables ([[{section}]]), got {body!r}")
+                setattr(cfg, section, [_coerce(item, typing.get_args(hints[section])[0], f"{path}: {section}[{i}]")
+                                       for i, item in enumerate(body)])
+                continue
             if not isinstance(body, dict):
                 raise ConfigError(f"{path}: [{section}] must be a table, got {body!r}")
             for key, value in body.items():
@@ -266,12 +388,28 @@ def to_toml(cfg: Config) -> str:
     out: list[str] = []
     for sf in dataclasses.fields(cfg):
         sub = getattr(cfg, sf.name)
+        if isinstance(sub, list):  # arrays of tables
+            out.append(f"# [[{sf.name}]]: {len(sub)}")
+            for item in sub:
+                out.append(f"[[{sf.name}]]")
+                out += _toml_fields(item)
+            out.append("")
+            continue
         out.append(f"[{sf.name}]")
+        out += _toml_fields(sub)
         for f in dataclasses.fields(sub):
             v = getattr(sub, f.name)
-            out.append(f"{f.name} = {_toml_value(v)}  # {f.metadata.get('help', '')}")
+            if isinstance(v, dict):
+                for k, item in v.items():
+                    out.append(f"[{sf.name}.{f.name}.{json.dumps(k)}]")
+                    out += _toml_fields(item)
         out.append("")
     return "\n".join(out)
+
+
+def _toml_fields(obj: Any) -> list[str]:
+    return [f"{f.name} = {_toml_value(getattr(obj, f.name))}  # {f.metadata.get('help', '')}"
+            for f in dataclasses.fields(obj) if not isinstance(getattr(obj, f.name), dict)]
 
 
 def _toml_value(v: Any) -> str:
