@@ -44,7 +44,10 @@ EXTENSIONS: tuple[Registration, ...] = (
     Registration("edgedetect.sinks.systemd", lambda c: True, ""),  # sd_notify READY/WATCHDOG/STATUS
     Registration("edgedetect.sinks.display", lambda c: c.display.mode != "none",
                  "picamera2 (apt install python3-picamera2)"),
-    Registration("edgedetect.sinks.events.sink", lambda c: c.mqtt.enabled, "paho-mqtt (pip install 'paho-mqtt>=2')"),
+    # one tracker for MQTT events and the event store ([record])
+    Registration("edgedetect.sinks.events.sink", lambda c: c.mqtt.enabled or c.record.enabled,
+                 "paho-mqtt (pip install 'paho-mqtt>=2')"),
+    Registration("edgedetect.sinks.events.zones", lambda c: c.http.enabled, ""),  # /api/zones: the viewer's overlay
     Registration("edgedetect.sinks.metrics", lambda c: c.http.enabled,
                  "prometheus-client (pip install prometheus-client)"),
 )

@@ -16,6 +16,7 @@ Topics, under BASE = `{prefix}/{device}`:
     BASE/availability       online | offline (retained; offline is also the last will)
     BASE/events             JSON start/update/end of one tracked object (QoS 1)
     BASE/count/LABEL        live objects of LABEL, e.g. 2 (retained)
+    BASE/zone/ZONE/LABEL    live objects of LABEL standing in ZONE (retained; with [[zones]])
     BASE/snapshot/LABEL     JPEG of the latest started/updated object, cropped around it with its
                             box drawn (retained)
     BASE/stats              the /api/stats figures as JSON, every stats interval (retained)

@@ -76,3 +76,11 @@ def label_discovery(topics: Topics, device: str, model: str, label: str) -> list
             value_template="{{ 'ON' if value | int(0) > 0 else 'OFF' }}", payload_on="ON", payload_off="OFF",
             device_class="occupancy")),
     ]
+
+
+def zone_discovery(topics: Topics, device: str, model: str, zone: str, label: str) -> list[tuple[str, dict[str, Any]]]:
+    """A count sensor for one label in one zone."""
+    object_id = f"zone_{slug(zone)}_{slug(label)}_count"
+    return [(topics.discovery("sensor", object_id), _entity(
+        topics, device, model, object_id, f"{zone} {label} count", topics.zone_count(zone, label),
+        unit_of_measurement=label, state_class="measurement", icon="mdi:vector-polygon"))]

@@ -37,6 +37,7 @@ class Figures:
     started_by_label: dict[str, int] = field(default_factory=dict)
     ended_by_label: dict[str, int] = field(default_factory=dict)
     live: dict[str, int] = field(default_factory=dict)
+    zones: dict[str, int] = field(default_factory=dict)  # "zone/label" -> live objects standing in it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class Figures:
             "events_started_by_label": dict(self.started_by_label),
             "events_ended_by_label": dict(self.ended_by_label),
             "objects": dict(self.live),
+            "zones": dict(self.zones),
         }
 
 

@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -17,10 +17,21 @@ from edgedetect.config import Config
 from edgedetect.extensions import Hooks
 from edgedetect.pipeline.frames import Result
 from edgedetect.pipeline.stage import StageThread
-from edgedetect.sinks.events.discovery import discovery_configs, label_discovery
+from edgedetect.sinks.events.discovery import discovery_configs, label_discovery, zone_discovery
 from edgedetect.sinks.events.link import Figures, MqttLink
-from edgedetect.sinks.events.topics import ONLINE, QOS_BULK, QOS_STATE, Topics, check_config, device_name
-from edgedetect.sinks.events.tracker import TrackEvent, Tracker, TrackerConfig
+from edgedetect.sinks.events.topics import (
+    ONLINE,
+    QOS_BULK,
+    QOS_STATE,
+    Topics,
+    check_config,
+    device_name,
+)
+from edgedetect.sinks.events.tracker import Tracker, TrackerConfig, TrackEvent
+from edgedetect.sinks.events.zones import Scene
+
+if TYPE_CHECKING:
+    from edgedetect.sinks.events.record import Best, Recording
 
 log = logging.getLogger("edgedetect.sinks.events")
 
@@ -38,26 +49,47 @@ class _Item:
     detections: list
 
 
+def tracked_labels(cfg: Config) -> frozenset[str]:
+    """Labels the one tracker follows: what MQTT wants and what [record] wants (empty: all)."""
+    wanted = [list(c.labels) for c in (cfg.mqtt, cfg.record) if c.enabled]
+    if not wanted or any(not w for w in wanted):
+        return frozenset()
+    return frozenset(label for w in wanted for label in w)
+
+
 class EventsExtension(StageThread):
-    def __init__(self, cfg: Config, device: str, stats_snapshot: Any, model_name: str = ""):
+    """The one place objects are tracked into events, with MQTT on, [record] on, or both: each
+    start/update/end goes to the event store first (its snapshot on disk) and then to MQTT."""
+
+    def __init__(self, cfg: Config, device: str, stats_snapshot: Any, model_name: str = "",
+                 recording: "Recording | None" = None):
         super().__init__("events")
         mc = cfg.mqtt
         self.mc = mc
+        self.recording = recording
+        self.scene = Scene.from_config(cfg)
         self.device = device
         self.topics = Topics(mc.prefix, device, mc.discovery_prefix)
         self._stats_snapshot = stats_snapshot
         self._model_name = model_name
         self._jpeg_params = [int(cv2.IMWRITE_JPEG_QUALITY), int(cfg.http.jpeg_quality)]
-        self.tracker = Tracker(TrackerConfig(frozenset(mc.labels), mc.min_frames, mc.max_missing, mc.iou))
+        self.tracker = Tracker(TrackerConfig(tracked_labels(cfg), mc.min_frames, mc.max_missing, mc.iou))
         self._lock = threading.Lock()
         self.figures = Figures()
-        self.link = MqttLink(mc, self.topics, f"edgedetect-{device}", self.figures, self._lock)
+        self.link: MqttLink | None = (MqttLink(mc, self.topics, f"edgedetect-{device}", self.figures, self._lock)
+                                      if mc.enabled else None)
+        self._ids: dict[int, str] = {}  # event seq -> event id (fixed at its start)
+        self._keys: dict[int, int] = {}  # event seq -> track key
+        self._entered: dict[int, set[str]] = {}  # track key -> zones its object entered
+        self._best: dict[int, "Best"] = {}  # track key -> best sighting (for [record])
+        self._zone_counts: dict[tuple[str, str], int] = {}
         self._queue: queue.Queue[_Item] = queue.Queue(QUEUE_FRAMES)
         self._stats_lock = threading.Lock()
         self._pending_stats: dict[str, Any] | None = None
         self._last_stats: dict[str, Any] | None = None
-        self._counts: dict[str, int] = {label: 0 for label in mc.labels}
+        self._counts: dict[str, int] = {label: 0 for label in mc.labels} if mc.enabled else {}
         self._discovered: set[str] = set()
+        self._discovered_zones: set[tuple[str, str]] = set()
         self._frame_size = (0, 0)  # (height, width) of the latest frame, for events ended at stop
 
     # --- hooks (other threads; must return at once) ------------------------------------------------
@@ -87,8 +119,20 @@ class EventsExtension(StageThread):
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.link.start()
+        if self.link is not None:
+            self.link.start()
+        if self.recording is not None:
+            self.recording.start()
         super().start()
+
+    def join(self, timeout: float | None = None) -> None:
+        t0 = clock.now()
+        super().join(timeout)
+        if self.recording is not None:
+            self.recording.join(None if timeout is None else max(0.05, timeout - (clock.now() - t0)))
+
+    def mqtt_wants(self, label: str) -> bool:
+        return self.link is not None and (not self.mc.labels or label in self.mc.labels)
 
     # --- the events thread -------------------------------------------------------------------
 
@@ -99,14 +143,16 @@ class EventsExtension(StageThread):
                     item: _Item | None = self._queue.get(timeout=0.1)
                 except queue.Empty:
                     item = None
-                if self.link.resync.is_set():
+                if self.link is not None and self.link.resync.is_set():
                     self.link.resync.clear()
                     self._resync()
                 if item is not None:
                     self._process(item)
+                if self.recording is not None:
+                    self.recording.tick(clock.now())
                 with self._stats_lock:
                     snap, self._pending_stats = self._pending_stats, None
-                if snap is not None:
+                if snap is not None and self.link is not None:
                     self._last_stats = snap
                     self._publish_stats(snap)
         except Exception:  # noqa: BLE001 - events must never take detection down
@@ -117,25 +163,80 @@ class EventsExtension(StageThread):
     def _shutdown(self) -> None:
         try:
             for ev in self.tracker.flush():
-                self._publish_event(ev, None)
+                self._handle(ev, None)
             self._publish_counts(self.tracker.counts(), force=False)
+            self._publish_zone_counts(force=False)
         finally:
-            self.link.close()
+            if self.recording is not None:
+                self.recording.stop()
+            if self.link is not None:
+                self.link.close()
 
     def _process(self, item: _Item) -> None:
-        events = self.tracker.update(item.detections, item.t, item.index)
-        if not events:
-            return
+        detections = item.detections if self.scene.empty else self.scene.keep(item.detections)
+        events = self.tracker.update(detections, item.t, item.index)
+        self._follow(item, detections)
         for ev in events:
-            self._publish_event(ev, item)
-        self._publish_counts(self.tracker.counts(), force=False)
+            self._handle(ev, item)
+        if events:
+            self._publish_counts(self.tracker.counts(), force=False)
+        if self.scene.zones:
+            self._publish_zone_counts(force=False)
+        alive = {tr.key for tr in self.tracker.tracks}
+        for gone in [k for k in self._entered if k not in alive]:
+            del self._entered[gone]
+        for gone in [k for k in self._best if k not in alive]:
+            del self._best[gone]
 
-    def _publish_event(self, ev: TrackEvent, item: _Item | None) -> None:
+    def _follow(self, item: _Item, detections: list) -> None:
+        """Per frame, for each object matched in it: the zones it stands in, and (for [record])
+        its best-scoring sighting, a reference to the frame (frames are immutable)."""
+        rec = self.recording
+        for tr in self.tracker.tracks:
+            if tr.last_frame != item.index or tr.misses:
+                continue
+            if self.scene.zones:
+                here = self.scene.zones_at(tr.label, tr.score, tr.box)
+                if here:
+                    self._entered.setdefault(tr.key, set()).update(here)
+            if rec is not None and rec.wants(tr.label) and tr.score >= tr.top_score and tr.box == tr.top_box:
+                best = self._best.get(tr.key)
+                if best is None or tr.score > best.score:
+                    from edgedetect.sinks.events.record import Best
+
+                    self._best[tr.key] = Best(tr.score, tr.box, item.image, tuple(detections))
+
+    def _handle(self, ev: TrackEvent, item: _Item | None) -> None:
+        """One event: to the store first (its snapshot on disk), then to MQTT."""
+        if ev.kind == "start":
+            self._ids[ev.seq] = event_id(ev.start_t, ev.seq)
+            key = next((tr.key for tr in self.tracker.tracks if tr.seq == ev.seq), None)
+            if key is not None:
+                self._keys[ev.seq] = key
+        ident = self._ids.get(ev.seq) or event_id(ev.start_t, ev.seq)
+        key = self._keys.get(ev.seq)
+        zones = sorted(self._entered.get(key, ())) if key is not None else []
+        extra: dict[str, Any] = {"zones": zones}
+        if self.recording is not None and self.recording.wants(ev.label):
+            best = self._best.get(key) if key is not None else None
+            extra.update(self.recording.event(ev, ident, zones, best))
+        if self.mqtt_wants(ev.label):
+            self._publish_event(ev, item, ident, extra)
+        if ev.kind == "end":
+            self._ids.pop(ev.seq, None)
+            self._keys.pop(ev.seq, None)
+
+    def _publish_event(self, ev: TrackEvent, item: _Item | None, ident: str | None = None,
+                       extra: dict[str, Any] | None = None) -> None:
+        assert self.link is not None
         h, w = item.image.shape[:2] if item is not None else self._frame_size
         if item is not None:
             self._frame_size = (h, w)
         snapshot = self.mc.snapshot and item is not None and ev.kind in ("start", "update")
         payload = event_json(ev, self.device, w, h, snapshot)
+        if ident is not None:
+            payload["id"] = ident
+        payload.update(extra or {})
         self.link.publish(self.topics.events, json.dumps(payload), QOS_STATE)
         with self._lock:
             f = self.figures
@@ -163,6 +264,9 @@ class EventsExtension(StageThread):
     def _publish_counts(self, live: dict[str, int], force: bool) -> None:
         """Retained per-label counts, only those that changed (all of them with force). Never
         held while the broker is away: the current figures are sent again on reconnect."""
+        if self.link is None:
+            return
+        live = {label: n for label, n in live.items() if self.mqtt_wants(label)}
         with self._lock:
             self.figures.live = dict(live)
         current = {label: 0 for label in self._counts}
@@ -191,8 +295,44 @@ class EventsExtension(StageThread):
             for label in self._counts:
                 self._discover_label(label)
         self._publish_counts(self.tracker.counts(), force=True)
+        self._discovered_zones.clear()
+        self._publish_zone_counts(force=True)
         if self._last_stats is not None:
             self._publish_stats(self._last_stats)
+
+    def _zone_live(self) -> dict[tuple[str, str], int]:
+        """Live (started) objects standing in each zone now, per label MQTT wants."""
+        counts: dict[tuple[str, str], int] = {}
+        for z in self.scene.zones:
+            labels = z.labels or frozenset(self.mc.labels)
+            for label in labels:
+                counts[(z.name, label)] = 0
+        for tr in self.tracker.tracks:
+            if not tr.started or not self.mqtt_wants(tr.label):
+                continue
+            for name in self.scene.zones_at(tr.label, tr.score, tr.box):
+                counts[(name, tr.label)] = counts.get((name, tr.label), 0) + 1
+        return counts
+
+    def _publish_zone_counts(self, force: bool) -> None:
+        """Retained BASE/zone/ZONE/LABEL counts, only those that changed (all with force)."""
+        if self.link is None or not self.scene.zones:
+            return
+        current = {k: 0 for k in self._zone_counts}
+        current.update(self._zone_live())
+        with self._lock:
+            self.figures.zones = {f"{z}/{label}": n for (z, label), n in sorted(current.items())}
+        if not self.link.is_connected():
+            self._zone_counts.update(current)
+            return
+        for (zone, label), n in current.items():
+            if force or self._zone_counts.get((zone, label)) != n:
+                if self.mc.discovery and (zone, label) not in self._discovered_zones:
+                    self._discovered_zones.add((zone, label))
+                    for topic, config in zone_discovery(self.topics, self.device, self._model_name, zone, label):
+                        self.link.publish(topic, json.dumps(config), QOS_STATE, retain=True)
+                self.link.publish(self.topics.zone_count(zone, label), str(n), QOS_STATE, retain=True)
+        self._zone_counts.update(current)
 
     def _discover_label(self, label: str) -> None:
         self._discovered.add(label)
@@ -210,6 +350,13 @@ def crop_region(box: tuple[float, float, float, float], width: int, height: int)
     left = min(max(0.0, cx - cw / 2), width - cw)
     top = min(max(0.0, cy - ch / 2), height - ch)
     return round(left), round(top), round(left + cw), round(top + ch)
+
+
+def event_id(start_t: float, seq: int) -> str:
+    """An event's id: its start as wall-clock seconds (3 decimals) and its number, fixed once
+    at its start so that every message, the store and the API name it alike."""
+    now_m, now_w = clock.now(), clock.wall()
+    return f"{now_w - (now_m - start_t):.3f}-{seq}"
 
 
 def event_json(ev: TrackEvent, device: str, width: int, height: int, snapshot: bool) -> dict[str, Any]:
@@ -244,11 +391,21 @@ def event_json(ev: TrackEvent, device: str, width: int, height: int, snapshot: b
 
 
 def attach(hooks: Hooks) -> EventsExtension:
+    """With [mqtt] enabled, [record] enabled, or both: one tracker for both."""
     cfg = hooks.cfg
     device = device_name(cfg)
-    check_config(cfg.mqtt, device)
-    ext = EventsExtension(cfg, device, hooks.figures, hooks.model_name)
-    hooks.add_figures("mqtt", ext.stats)
+    if cfg.mqtt.enabled:
+        check_config(cfg.mqtt, device)
+    recording = None
+    if cfg.record.enabled:
+        from edgedetect.sinks.events.record import Recording
+
+        recording = Recording(cfg)
+    ext = EventsExtension(cfg, device, hooks.figures, hooks.model_name, recording)
+    if cfg.mqtt.enabled:
+        hooks.add_figures("mqtt", ext.stats)
     hooks.on_result(ext.on_result)
     hooks.on_stats(ext.on_stats)
+    if recording is not None:
+        recording.attach(hooks)
     return ext

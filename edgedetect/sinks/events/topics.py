@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-import socket
 
 from edgedetect.config import Config, MqttConfig
 from edgedetect.errors import UserError
@@ -53,6 +53,9 @@ class Topics:
 
     def snapshot(self, label: str) -> str:
         return f"{self.base}/snapshot/{slug(label)}"
+
+    def zone_count(self, zone: str, label: str) -> str:
+        return f"{self.base}/zone/{slug(zone)}/{slug(label)}"
 
     @property
     def node(self) -> str:

@@ -1,0 +1,104 @@
+"""The event history over HTTP, on the viewer's server and under its token rules:
+
+    GET    /events                          the page (static/events.html)
+    GET    /api/events?label=&zone=&since=&until=&limit=    JSON, newest first
+    GET    /api/events/<id>                 one event
+    DELETE /api/events/<id>                 delete it (its files and its row)
+    GET    /events/<id>/snapshot.jpg        the best frame, boxes drawn
+    GET    /events/<id>/crop.jpg            the object
+    GET    /events/<id>/clip.mp4            the clip
+
+No request names a file: the path gives an event id, checked against the id pattern and looked
+up in the index, and one of three fixed file names; anything else is a 404 before the disk is
+touched. `since` and `until` are wall-clock seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from typing import Any, Callable
+
+from edgedetect.config import Config
+from edgedetect.sinks.events.store import CLIP, CROP, ID_RE, SNAPSHOT, EventStore, event_json
+from edgedetect.sinks.viewer import Request, Response
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+TYPES = {SNAPSHOT: "image/jpeg", CROP: "image/jpeg", CLIP: "video/mp4"}
+
+
+def _json(status: int, obj: Any) -> Response:
+    return Response(status, json.dumps(obj).encode(), "application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _json(status, {"error": message})
+
+
+class History:
+    def __init__(self, store: EventStore, cfg: Config, stats: Callable[[], dict[str, Any]]):
+        self.store = store
+        self.cfg = cfg
+        self.stats = stats
+        self.page = resources.files("edgedetect.sinks").joinpath("static/events.html").read_bytes()
+
+    def register(self, add_route: Callable[..., None]) -> None:
+        add_route("/events", self.events_page)
+        add_route("/api/events", self.list_events)
+        add_route("/api/events/", self.one_event, ("GET", "DELETE"))
+        add_route("/events/", self.event_file)
+
+    # --- routes (HTTP threads) -----------------------------------------------------------------
+
+    def events_page(self, req: Request) -> Response:
+        return Response(200, self.page, "text/html; charset=utf-8")
+
+    def list_events(self, req: Request) -> Response:
+        q = {k: v[-1] for k, v in req.query.items() if v}
+        try:
+            limit = int(q.get("limit", DEFAULT_LIMIT))
+            since = float(q["since"]) if q.get("since") else None
+            until = float(q["until"]) if q.get("until") else None
+        except ValueError:
+            return _error(400, "limit: expected an integer; since, until: expected seconds since the epoch")
+        if not 0 <= limit <= MAX_LIMIT:
+            return _error(400, f"limit: expected 0 to {MAX_LIMIT}")
+        if any(v is not None and not math.isfinite(v) for v in (since, until)):
+            return _error(400, "since, until: expected finite numbers")
+        events = self.store.query(q.get("label") or None, q.get("zone") or None, since, until, limit)
+        return _json(200, {
+            "events": [event_json(e) for e in events],
+            "count": len(events),
+            "total": self.store.count(),
+            "zones": [z.name for z in self.cfg.zones],
+            "labels": sorted(self.cfg.record.labels),
+            "record": self.stats(),
+        })
+
+    def one_event(self, req: Request) -> Response:
+        event_id = req.path[len("/api/events/"):]
+        if not ID_RE.fullmatch(event_id):
+            return _error(404, "no such event")
+        if req.method == "DELETE":
+            if self.store.delete(event_id):
+                return _json(200, {"deleted": event_id})
+            return _error(404, "no such event")
+        ev = self.store.get(event_id)
+        if ev is None:
+            return _error(404, "no such event")
+        return _json(200, event_json(ev))
+
+    def event_file(self, req: Request) -> Response:
+        parts = req.path[len("/events/"):].split("/")
+        if len(parts) != 2 or not ID_RE.fullmatch(parts[0]) or parts[1] not in TYPES:
+            return _error(404, "not found")
+        path = self.store.file(parts[0], parts[1])
+        if path is None:
+            return _error(404, "not found")
+        try:
+            body = path.read_bytes()
+        except OSError:  # deleted by retention in between
+            return _error(404, "not found")
+        return Response(200, body, TYPES[parts[1]])

@@ -1,0 +1,296 @@
+"""[record]: tracked events kept on disk — snapshots, clips, the index — for the events thread.
+
+The events thread (sink.py) owns the tracker; for each start, update and end of an event whose
+label [record] wants, it calls this module BEFORE it publishes the MQTT message, so the
+snapshot a message refers to is on disk (renamed into place, fsync'ed) when the message leaves.
+
+    start   the best-scoring frame so far: snapshot.jpg (whole frame, boxes drawn) and crop.jpg,
+            then the index row; the clip recorder begins the event's clip
+    update  new pictures only when the best score rose; figures in the index
+    end     the end time; the clip runs post_s more, then the recorder hands it to the store
+
+Storage never stops detection: below min_free_mb (checked every few seconds, and at once after
+a write that failed for want of space) recording pauses with one warning and resumes by itself
+when there is room again; events that start meanwhile are counted, not kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from edgedetect import clock
+from edgedetect.config import Config
+from edgedetect.errors import UserError
+from edgedetect.pipeline.annotate import draw_result
+from edgedetect.pipeline.frames import Detection, Frame, Result
+from edgedetect.sinks.events import recorder as clips
+from edgedetect.sinks.events.store import EventStore, StorageFull, is_full
+from edgedetect.sinks.events.tracker import TrackEvent
+
+log = logging.getLogger("edgedetect.sinks.events.record")
+
+SPACE_CHECK_S = 2.0  # statvfs this often while events come
+FULL_HEADROOM = 1e6  # after a write failed for want of space, resume with this much more room than then
+RETENTION_S = 60.0  # age-based retention this often
+
+
+@dataclass(frozen=True, slots=True)
+class Best:
+    """The best-scoring sighting of a tracked object: its frame (a reference to the immutable
+    frame's pixels, no copy) and the detections of that frame."""
+
+    score: float
+    box: tuple[float, float, float, float]
+    image: np.ndarray
+    detections: tuple[Detection, ...]
+
+
+def wall(t: float) -> float:
+    """A capture time (clock.now()) as wall-clock seconds."""
+    return clock.wall() - (clock.now() - t)
+
+
+def render(best: Best, label: str, jpeg_params: list[int]) -> tuple[bytes, bytes]:
+    """(the whole frame with its boxes drawn, the crop around the object): JPEG bytes."""
+    from edgedetect.sinks.events.sink import crop_region
+
+    img = best.image
+    h, w = img.shape[:2]
+    full = draw_result(img.copy(), Result(Frame(-1, 0.0, img), best.detections))
+    x0, y0, x1, y1 = (round(v * s) for v, s in zip(best.box, (w, h, w, h), strict=True))
+    cv2.rectangle(full, (x0, y0), (x1, y1), (255, 255, 255), max(2, round(min(w, h) / 200)))
+    cx0, cy0, cx1, cy1 = crop_region(best.box, w, h)
+    crop = img[cy0:cy1, cx0:cx1].copy()
+    cv2.rectangle(crop, (x0 - cx0, y0 - cy0), (x1 - cx0, y1 - cy0), (0, 200, 255), 2)
+    ok1, a = cv2.imencode(".jpg", full, jpeg_params)
+    ok2, b = cv2.imencode(".jpg", crop, jpeg_params)
+    if not (ok1 and ok2):
+        raise RuntimeError(f"JPEG encoding of the {label} snapshot failed")
+    return a.tobytes(), b.tobytes()
+
+
+@dataclass
+class _Live:
+    written_score: float  # score of the pictures on disk
+
+
+class Recording:
+    def __init__(self, cfg: Config):
+        rc = cfg.record
+        self.rc = rc
+        self.labels = frozenset(rc.labels)
+        root = Path(rc.dir).expanduser()
+        try:
+            self.store = EventStore(root, rc.max_mb * 1e6, rc.max_days * 86400.0)
+        except (OSError, Exception) as e:  # sqlite3.Error too: an unusable directory
+            raise UserError(f"record.dir: cannot keep events in {root} ({e}); "
+                            "choose a writable [record] dir") from None
+        self._jpeg = [int(cv2.IMWRITE_JPEG_QUALITY), int(cfg.http.jpeg_quality)]
+        self.min_free = rc.min_free_mb * 1e6
+        self.recorder: clips.ClipRecorder | None = None
+        self.clips_off = "" if rc.clips else "record.clips = false"
+        if rc.clips:
+            why = clips.available()
+            if why:
+                self.clips_off = why
+                log.warning("record: clips off: %s; snapshots and the index go on", why)
+            else:
+                self.recorder = clips.ClipRecorder(rc.pre_s, rc.post_s, rc.max_clip_s, self._clip_done)
+        self._lock = threading.Lock()
+        self._live: dict[str, _Live] = {}
+        self.paused = False
+        self.pauses = 0
+        self.free_bytes = -1
+        self._next_space = 0.0
+        self._resume_free = 0.0  # set by a failed write: the free bytes needed to resume
+        self._next_retention = 0.0
+        self.stored = 0
+        self.skipped = 0  # events not kept: recording paused
+        self.write_errors = 0
+        self.bytes_written = 0
+
+    # --- wiring -------------------------------------------------------------------------------
+
+    def attach(self, hooks: Any) -> None:
+        from edgedetect.sinks.events.history import History
+
+        if self.recorder is not None:
+            hooks.on_frame(self.recorder.on_frame)
+        hooks.add_figures("record", self.stats)
+        History(self.store, hooks.cfg, self.stats).register(hooks.add_route)
+
+    def wants(self, label: str) -> bool:
+        return not self.labels or label in self.labels
+
+    def start(self) -> None:
+        if self.recorder is not None:
+            self.recorder.start()
+
+    def stop(self) -> None:
+        """From the events thread once its last events are handled."""
+        if self.recorder is not None:
+            self.recorder.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.recorder is not None:
+            self.recorder.join(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Under "record" in /api/stats and the log line: few keys, flat."""
+        with self._lock:
+            out: dict[str, Any] = {
+                "paused": self.paused, "free_mb": round(self.free_bytes / 1e6, 1) if self.free_bytes >= 0 else None,
+                "events_stored": self.stored, "events_skipped": self.skipped, "write_errors": self.write_errors,
+                "mb_written": round(self.bytes_written / 1e6, 2), "deleted": self.store.deleted,
+            }
+        if self.recorder is not None:
+            out.update(self.recorder.stats())
+        return out
+
+    # --- space ------------------------------------------------------------------------------------
+
+    def _space_ok(self, now: float) -> bool:
+        if now < self._next_space:
+            return not self.paused
+        self._next_space = now + SPACE_CHECK_S
+        try:
+            free = shutil.disk_usage(self.store.root).free
+        except OSError:
+            free = 0
+        ok = free >= max(self.min_free, self._resume_free)
+        if ok:
+            self._resume_free = 0.0
+        with self._lock:
+            self.free_bytes = free
+            was = self.paused
+            self.paused = not ok
+            if self.paused and not was:
+                self.pauses += 1
+        if self.paused and not was:
+            log.warning("record: %.0f MB free in %s (min_free_mb = %g)%s: recording paused; detection, the "
+                        "viewer and MQTT go on", free / 1e6, self.store.root, self.rc.min_free_mb,
+                        ", and a write failed for want of space" if self._resume_free else "")
+        elif was and not self.paused:
+            log.info("record: %.0f MB free in %s: recording resumed", free / 1e6, self.store.root)
+        return ok
+
+    def _full(self, e: BaseException) -> None:
+        """A write failed for want of space (whatever statvfs said): pause until there is
+        clearly more room than now."""
+        now = clock.now()
+        try:
+            free = shutil.disk_usage(self.store.root).free
+        except OSError:
+            free = 0
+        self._resume_free = max(self.min_free, free + FULL_HEADROOM)
+        self._next_space = 0.0
+        with self._lock:
+            self.write_errors += 1
+        self._space_ok(now)
+
+    def tick(self, now: float) -> None:
+        """Events thread, every loop: space, and age-based retention now and then."""
+        self._space_ok(now)
+        if now >= self._next_retention:
+            self._next_retention = now + RETENTION_S
+            self._retention()
+
+    def _retention(self) -> None:
+        with self._lock:
+            live = list(self._live)
+        try:
+            self.store.enforce(live=live)
+        except Exception:  # noqa: BLE001 - never stop events for it
+            log.exception("record: retention failed")
+
+    # --- events (events thread) --------------------------------------------------------------------
+
+    def event(self, ev: TrackEvent, event_id: str, zones: Sequence[str], best: Best | None) -> dict[str, Any]:
+        """Keep what changed; returns what the MQTT message may refer to ({} if nothing is kept)."""
+        now = clock.now()
+        try:
+            if ev.kind == "start":
+                return self._start(ev, event_id, zones, best, now)
+            live = self._live.get(event_id)
+            if live is None:
+                return {}
+            pictures = None
+            if best is not None and best.score > live.written_score and self._space_ok(now):
+                pictures = render(best, ev.label, self._jpeg)
+            end = wall(ev.end_t) if ev.kind == "end" and ev.end_t is not None else None
+            try:
+                kept = self.store.update(event_id, ev.top_score, wall(ev.last_t), zones, ev.frames, ev.top_box,
+                                         *(pictures or (None, None)), end=end)
+            except StorageFull as e:
+                self._full(e)
+                kept = True
+                pictures = None
+            if pictures is not None and kept and best is not None:
+                live.written_score = best.score
+                self._count_bytes(sum(map(len, pictures)))
+            if ev.kind == "end":
+                with self._lock:
+                    self._live.pop(event_id, None)
+                if self.recorder is not None and ev.end_t is not None:
+                    self.recorder.end(event_id, ev.end_t)
+                self._retention()
+            return {"snapshot": f"/events/{event_id}/snapshot.jpg"} if kept else {}
+        except StorageFull as e:
+            self._full(e)
+            return {}
+        except Exception:  # noqa: BLE001 - a broken store must not stop MQTT or tracking
+            with self._lock:
+                self.write_errors += 1
+            log.exception("record: event %s not kept", event_id)
+            return {}
+
+    def _start(self, ev: TrackEvent, event_id: str, zones: Sequence[str], best: Best | None,
+               now: float) -> dict[str, Any]:
+        if best is None or not self._space_ok(now):
+            with self._lock:
+                self.skipped += 1
+            return {}
+        snapshot, crop = render(best, ev.label, self._jpeg)
+        start = float(event_id.split("-", 1)[0])
+        try:
+            self.store.begin(event_id, ev.seq, ev.label, ev.top_score, start, wall(ev.last_t), ev.top_box, zones,
+                             snapshot, crop, ev.frames)
+        except StorageFull as e:
+            with self._lock:
+                self.skipped += 1
+            self._full(e)
+            return {}
+        self._count_bytes(len(snapshot) + len(crop))
+        with self._lock:
+            self._live[event_id] = _Live(best.score)
+            self.stored += 1
+        if self.recorder is not None:
+            self.recorder.begin(event_id, ev.start_t, self.store.clip_tmp(event_id))
+        return {"snapshot": f"/events/{event_id}/snapshot.jpg"}
+
+    def _count_bytes(self, n: int) -> None:
+        with self._lock:
+            self.bytes_written += n
+
+    # --- clips (recorder thread) -----------------------------------------------------------------
+
+    def _clip_done(self, event_id: str, path: Path | None, t0: float, t1: float, e: BaseException | None) -> None:
+        if path is None:
+            if e is not None and (is_full(e) or "No space" in str(e)):
+                self._full(e)
+                log.warning("record: the clip of %s was abandoned: %s", event_id, e)
+            elif e is not None:
+                log.warning("record: the clip of %s failed: %s", event_id, e)
+            return
+        size = path.stat().st_size
+        if self.store.add_clip(event_id, path, wall(t0), wall(t1)):
+            self._count_bytes(size)
+            self._retention()

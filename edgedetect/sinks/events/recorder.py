@@ -1,0 +1,400 @@
+"""Clips with pre-roll: every captured frame is encoded to H.264 as it arrives, the last
+`pre_s` seconds of packets wait in memory, and each event's clip is those packets plus the
+ones that follow until `post_s` after the event's end, written to an MP4 without re-encoding.
+
+    capture thread ──on_frame──▶ bounded queue ──▶ recorder thread: BGR→I420, libx264 (1 thread)
+                                                        │  packets ──▶ pre-roll ring (bytes-bounded)
+    events thread ──begin/end──▶ commands ──────────────┘  └──▶ open clips (.clip.mp4.tmp) ──▶ store
+
+Why this way (docs/events.md has the figures): an MJPEG or raw pre-roll would hold ten times the
+bytes, and re-encoding a clip after the event would cost its whole length in CPU at once; H.264
+packets are small, and a clip is a copy of them into a container. x264 with preset superfast and
+zerolatency emits each frame's packet at once (no B-frames, no look-ahead), and a keyframe every
+second (forced, by capture time) lets a clip start within a second of `pre_s` before its event.
+MP4/H.264 plays in Chromium's <video> and in every ordinary player. OpenCV's own VideoWriter
+cannot do this: its FFmpeg has no H.264 encoder, and it writes to a file, not to packets in memory.
+
+Time stamps are the frames' capture times (milliseconds), so a clip runs at the camera's rate
+whatever the inference rate, and the gaps of a dropped frame stay gaps in time.
+
+Nothing here touches the disk until an event begins, and then only the event's own clip file.
+A clip is written under a temporary name, fsync'ed, and handed to the store, which renames it
+into place and lists it; a write error (a full disk) abandons that clip and removes the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from edgedetect import clock
+from edgedetect.pipeline.frames import Frame
+from edgedetect.pipeline.stage import StageThread
+
+log = logging.getLogger("edgedetect.sinks.events.recorder")
+
+KEYFRAME_S = 1.0  # a keyframe at least this often (capture time)
+PREROLL_SLACK_S = 2.0  # kept beyond pre_s: an event begins a few frames after its first sighting
+QUEUE_FRAMES = 32  # frames waiting for the encoder; more are dropped and counted
+PREROLL_MAX_BYTES = 32 * 1024 * 1024  # hard cap on the in-memory pre-roll whatever the bit rate
+ENCODER = "libx264"
+ENCODER_OPTIONS = {"preset": "superfast", "tune": "zerolatency", "crf": "28", "forced-idr": "1",
+                   "g": "100000", "sc_threshold": "0"}
+TIME_BASE = Fraction(1, 1000)
+CLIP_EXT = "mp4"
+
+
+def available() -> str | None:
+    """None if clips can be made here, else why not (for one log line)."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return "PyAV is not installed (pip install av)"
+    try:
+        av.codec.Codec(ENCODER, "w")
+    except Exception as e:  # noqa: BLE001 - any failure means no encoder
+        return f"PyAV has no {ENCODER} encoder ({e})"
+    if not hasattr(av.container.OutputContainer, "add_mux_stream"):
+        return f"PyAV {av.__version__} is too old (needs 17 or newer)"
+    return None
+
+
+@dataclass(slots=True)
+class Packet:
+    t: float  # capture time, clock.now()
+    pts: int  # milliseconds since the encoder started
+    key: bool
+    data: bytes
+
+
+@dataclass
+class _Clip:
+    event_id: str
+    start_t: float  # event start (capture time)
+    path: Path
+    end_t: float | None = None
+    out: Any = None  # av OutputContainer
+    stream: Any = None
+    first_pts: int | None = None
+    first_t: float = 0.0
+    last_t: float = 0.0
+    last_pts: int = -1
+    packets: int = 0
+    capped: bool = False  # reached max_clip_s
+
+
+@dataclass
+class RecorderFigures:
+    frames_encoded: int = 0
+    frames_dropped: int = 0  # the encoder was behind: a gap in the clips, never in capture
+    encode_ms_total: float = 0.0
+    clips_written: int = 0
+    clips_failed: int = 0
+    preroll_bytes: int = 0
+    preroll_s: float = 0.0
+    open_clips: int = 0
+    encoder: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"clips_written": self.clips_written, "clips_failed": self.clips_failed,
+                "encode_ms_mean": round(self.encode_ms_total / self.frames_encoded, 2) if self.frames_encoded else None,
+                "frames_dropped": self.frames_dropped, "preroll_kb": round(self.preroll_bytes / 1024, 1),
+                "open_clips": self.open_clips}
+
+
+# on_done(event_id, path or None (failed), clip start t, clip end t, error or None)
+Done = Callable[[str, Path | None, float, float, BaseException | None], None]
+
+
+class ClipRecorder(StageThread):
+    def __init__(self, pre_s: float, post_s: float, max_clip_s: float, on_done: Done,
+                 max_preroll_bytes: int = PREROLL_MAX_BYTES):
+        super().__init__("recorder")
+        self.pre_s, self.post_s, self.max_clip_s = pre_s, post_s, max_clip_s
+        self._on_done = on_done
+        self._max_bytes = max_preroll_bytes
+        self._frames: queue.Queue[Frame] = queue.Queue(QUEUE_FRAMES)
+        self._cmds: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._ring: deque[Packet] = deque()
+        self._ring_bytes = 0
+        self._clips: dict[str, _Clip] = {}
+        self._enc: Any = None
+        self._size = (0, 0)
+        self._t0 = 0.0
+        self._last_pts = -1
+        self._last_key_t = -1e18
+        self._lock = threading.Lock()
+        self.figures = RecorderFigures(encoder=f"{ENCODER} {ENCODER_OPTIONS['preset']}")
+
+    # --- other threads (return at once) -------------------------------------------------------
+
+    def on_frame(self, frame: Frame) -> None:
+        """Capture thread: hand the (immutable) frame over; never waits."""
+        if self._stop.is_set():
+            return
+        try:
+            self._frames.put_nowait(frame)
+        except queue.Full:
+            with self._lock:
+                self.figures.frames_dropped += 1
+
+    def begin(self, event_id: str, start_t: float, path: Path) -> None:
+        """Events thread: a clip for this event, from pre_s before `start_t`."""
+        self._cmds.put(("begin", (event_id, start_t, path)))
+
+    def end(self, event_id: str, end_t: float) -> None:
+        """Events thread: the event's object was last seen at `end_t`; the clip runs post_s more."""
+        self._cmds.put(("end", (event_id, end_t)))
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            self.figures.open_clips = len(self._clips)
+            return self.figures.as_dict()
+
+    # --- the recorder thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame: Frame | None = self._frames.get(timeout=0.1)
+                except queue.Empty:
+                    frame = None
+                self._commands()
+                if frame is not None:
+                    self._encode(frame)
+                self._finish_due(clock.now() if frame is None else None)
+        except Exception:  # noqa: BLE001 - recording must never take detection down
+            log.exception("recorder failed; clips stopped")
+        finally:
+            self._commands()
+            for clip in list(self._clips.values()):
+                self._close(clip)
+
+    def _commands(self) -> None:
+        while True:
+            try:
+                cmd, args = self._cmds.get_nowait()
+            except queue.Empty:
+                return
+            if cmd == "begin":
+                event_id, start_t, path = args
+                clip = _Clip(event_id, start_t, path)
+                self._clips[event_id] = clip
+                self._open(clip)
+            elif cmd == "end":
+                event_id, end_t = args
+                clip = self._clips.get(event_id)
+                if clip is not None:
+                    clip.end_t = end_t
+
+    def _encoder(self, w: int, h: int) -> Any:
+        import av
+
+        if self._enc is not None and self._size == (w, h):
+            return self._enc
+        if self._enc is not None:  # the source changed size: the pre-roll is of the old size
+            for clip in list(self._clips.values()):
+                self._close(clip)
+            self._ring.clear()
+            self._ring_bytes = 0
+        enc = av.CodecContext.create(ENCODER, "w")
+        enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
+        enc.time_base = TIME_BASE
+        enc.options = dict(ENCODER_OPTIONS)
+        enc.thread_count = 1  # the other core belongs to inference
+        enc.open()
+        self._enc, self._size = enc, (w, h)
+        return enc
+
+    def _encode(self, frame: Frame) -> None:
+        import av
+
+        t_start = clock.now()
+        img = frame.image
+        h, w = img.shape[:2]
+        w2, h2 = w - w % 2, h - h % 2  # 4:2:0 needs even sizes
+        if (w2, h2) != (w, h):
+            img = img[:h2, :w2]
+        enc = self._encoder(w2, h2)
+        if self._t0 == 0.0:
+            self._t0 = frame.t_capture
+        pts = max(self._last_pts + 1, round((frame.t_capture - self._t0) * 1000))
+        self._last_pts = pts
+        yuv = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2YUV_I420)
+        vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        vf.pts = pts
+        vf.time_base = TIME_BASE
+        if frame.t_capture - self._last_key_t >= KEYFRAME_S:
+            vf.pict_type = av.video.frame.PictureType.I
+            self._last_key_t = frame.t_capture
+        for p in enc.encode(vf):
+            t = self._t0 + p.pts / 1000
+            self._add(Packet(t, int(p.pts), bool(p.is_keyframe), bytes(p)))
+        with self._lock:
+            self.figures.frames_encoded += 1
+            self.figures.encode_ms_total += (clock.now() - t_start) * 1000
+
+    def _add(self, pkt: Packet) -> None:
+        self._ring.append(pkt)
+        self._ring_bytes += len(pkt.data)
+        for clip in list(self._clips.values()):
+            if clip.out is not None:
+                self._write(clip, pkt)
+        self._trim(pkt.t)
+        self._finish_due(pkt.t)
+
+    def _trim(self, now: float) -> None:
+        """Keep the newest keyframe at or before now - pre_s and what follows; and never more
+        than the byte cap (whole seconds dropped from the front)."""
+        ring = self._ring
+        while True:
+            second_key = next((i for i, p in enumerate(ring) if i > 0 and p.key), None)
+            if second_key is None:
+                break
+            too_old = ring[second_key].t <= now - self.pre_s - PREROLL_SLACK_S
+            too_big = self._ring_bytes > self._max_bytes
+            if not (too_old or too_big):
+                break
+            for _ in range(second_key):
+                self._ring_bytes -= len(ring.popleft().data)
+        with self._lock:
+            self.figures.preroll_bytes = self._ring_bytes
+            self.figures.preroll_s = (ring[-1].t - ring[0].t) if ring else 0.0
+
+    def _open(self, clip: _Clip) -> None:
+        if self._enc is None:
+            return  # no frame yet: the clip opens with the first keyframe (see _write)
+        self._open_empty(clip)
+        if clip.out is None:
+            return
+        # The pre-roll: from the newest keyframe at or before start - pre_s (or the oldest one).
+        want = clip.start_t - self.pre_s
+        keys = [i for i, p in enumerate(self._ring) if p.key]
+        if not keys:
+            return  # the first keyframe to come starts the clip
+        start = keys[0]
+        for i in keys:
+            if self._ring[i].t <= want:
+                start = i
+        for p in list(self._ring)[start:]:
+            if not self._write(clip, p):
+                return
+
+    def _write(self, clip: _Clip, p: Packet) -> bool:
+        import av
+
+        if clip.out is None:
+            if self._enc is None or not p.key:
+                return True
+            self._open_empty(clip)
+            if clip.out is None:
+                return False
+        if clip.capped or p.pts <= clip.last_pts:
+            return True
+        if clip.first_pts is None:
+            if not p.key:
+                return True  # a clip starts on a keyframe
+            clip.first_pts, clip.first_t = p.pts, p.t
+        if p.t - clip.first_t > self.max_clip_s:
+            clip.capped = True
+            return True
+        if clip.end_t is not None and p.t > clip.end_t + self.post_s:
+            return True
+        pk = av.Packet(p.data)
+        pk.stream = clip.stream
+        pk.time_base = TIME_BASE
+        pk.pts = pk.dts = p.pts - clip.first_pts
+        pk.is_keyframe = p.key
+        try:
+            clip.out.mux(pk)
+        except Exception as e:  # noqa: BLE001 - a full disk, mostly
+            self._fail(clip, e)
+            return False
+        clip.last_pts, clip.last_t = p.pts, p.t
+        clip.packets += 1
+        return True
+
+    def _open_empty(self, clip: _Clip) -> None:
+        import av
+
+        try:
+            clip.path.parent.mkdir(parents=True, exist_ok=True)
+            clip.out = av.open(str(clip.path), "w", format="mp4")
+            w, h = self._size
+            clip.stream = clip.out.add_mux_stream("h264", width=w, height=h)
+            clip.stream.time_base = TIME_BASE
+        except Exception as e:  # noqa: BLE001
+            self._fail(clip, e)
+
+    def _finish_due(self, now: float | None) -> None:
+        """Close the clips whose post-roll has passed (by the newest packet, or by the clock
+        when no frame comes: a source that stopped)."""
+        newest = self._ring[-1].t if self._ring else None
+        for clip in list(self._clips.values()):
+            if clip.capped:
+                self._close(clip)
+                continue
+            if clip.end_t is None:
+                continue
+            due = clip.end_t + self.post_s
+            if (newest is not None and newest >= due) or (now is not None and now >= due + 1.0):
+                self._close(clip)
+
+    def _close(self, clip: _Clip) -> None:
+        self._clips.pop(clip.event_id, None)
+        if clip.out is None:
+            self._fail(clip, None)
+            return
+        try:
+            clip.out.close()
+            if clip.packets == 0:
+                raise RuntimeError("no video in the clip")
+            from edgedetect.sinks.events.store import fsync_file
+
+            fsync_file(clip.path)
+        except Exception as e:  # noqa: BLE001
+            clip.out = None
+            self._fail(clip, e)
+            return
+        with self._lock:
+            self.figures.clips_written += 1
+        self._done(clip.event_id, clip.path, clip.first_t, clip.last_t + self._frame_s(), None)
+
+    def _frame_s(self) -> float:
+        """One frame's duration at the current rate, for a clip's end time."""
+        ring = self._ring
+        if len(ring) >= 2 and ring[-1].t > ring[0].t:
+            return (ring[-1].t - ring[0].t) / (len(ring) - 1)
+        return 0.0
+
+    def _fail(self, clip: _Clip, e: BaseException | None) -> None:
+        self._clips.pop(clip.event_id, None)
+        if clip.out is not None:
+            try:
+                clip.out.close()
+            except Exception:  # noqa: BLE001 - the disk is full: closing may fail too
+                pass
+            clip.out = None
+        try:
+            clip.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        with self._lock:
+            self.figures.clips_failed += 1
+        self._done(clip.event_id, None, 0.0, 0.0, e)
+
+    def _done(self, event_id: str, path: Path | None, t0: float, t1: float, e: BaseException | None) -> None:
+        try:
+            self._on_done(event_id, path, t0, t1, e)
+        except Exception:  # noqa: BLE001
+            log.exception("recorder: clip of %s not handed over", event_id)
