@@ -142,7 +142,7 @@ class Pipeline:
                     cap.idle_s, self.source_restarts, MAX_SOURCE_RESTARTS)
         cap.abandon()
         self.stats.source.move(SourceState.RECONNECTING)
-        self.capture = CaptureThread(self._make_source, self.slot, self.stats, on_frame=self.frames)
+        self.capture = CaptureThread(self._make_source, self.slot, self.stats, on_frame=self.frames, predecessor=cap)
         self.capture.start()
 
     def show_no_signal(self) -> None:

@@ -19,12 +19,19 @@ log = logging.getLogger("edgedetect.pipeline.capture")
 
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
+PREDECESSOR_WAIT_S = 2.0  # how long a replacement thread waits for the abandoned one to let go
 
 
 class CaptureThread(StageThread):
     def __init__(self, make_source: Callable[[], Source], slot: LatestSlot[Frame], stats: PipelineStats,
-                 source: Source | None = None, on_frame: Callable[[Frame], None] | None = None):
+                 source: Source | None = None, on_frame: Callable[[Frame], None] | None = None,
+                 predecessor: CaptureThread | None = None):
         super().__init__("capture")
+        # An abandoned thread this one replaces: it closes its source once its capture returns
+        # (interrupt() makes a camera's return at once); wait for that before opening, since
+        # a camera can be open only once.
+        self._predecessor = predecessor
+        self._reopen = predecessor is not None  # the next open brings a failed source back
         self._on_frame = on_frame  # every captured frame, inferred or not (a recorder's pre-roll)
         self._make_source = make_source
         self._source = source  # an already-open source, so start-up errors surface before threads run
@@ -36,6 +43,8 @@ class CaptureThread(StageThread):
         self._progress_t = 0.0  # last sign of life: start, an open attempt, a frame
         self._waiting_s = 0.0  # a backoff the thread is sleeping through on purpose
         self._delay = BACKOFF_START_S  # grows with each failure, back to the start with a frame
+        if source is not None:
+            self._attach(source)
 
     def _set_state(self, state: SourceState) -> None:
         if self._stop.is_set():
@@ -64,6 +73,16 @@ class CaptureThread(StageThread):
         if interrupt is not None:
             interrupt()
 
+    def _attach(self, src: Source) -> None:
+        if hasattr(src, "on_restart"):  # a camera that restarts itself in place tells us
+            src.on_restart = self._camera_restarted  # type: ignore[attr-defined]
+
+    def _camera_restarted(self, how: str) -> None:
+        if self._stop.is_set():
+            return
+        self._progress_t = clock.now()  # a restart is a sign of life, like an open attempt
+        self._stats.camera_restarted(how)
+
     def _backoff(self, reason: SourceError) -> None:
         self._set_state(SourceState.RECONNECTING)
         delay = self._delay
@@ -79,12 +98,23 @@ class CaptureThread(StageThread):
             try:
                 src = self._make_source()
                 src.open()
+                self._attach(src)
+                if self._reopen and hasattr(src, "on_restart"):
+                    self._camera_restarted("reopen")
+                self._reopen = False
                 return src
             except SourceError as e:
                 self._backoff(e)
         return None
 
     def _run(self) -> None:
+        before, self._predecessor = self._predecessor, None
+        if before is not None:
+            self._waiting_s = PREDECESSOR_WAIT_S
+            before.join(PREDECESSOR_WAIT_S)
+            self._progress_t, self._waiting_s = clock.now(), 0.0
+            if before._thread.is_alive():
+                log.warning("the abandoned capture thread still holds its source; opening anyway")
         try:
             self._loop()
         finally:
@@ -104,6 +134,7 @@ class CaptureThread(StageThread):
                 self._read_until_end(src)
             except SourceError as e:
                 self._source = None
+                self._reopen = True
                 src.close()
                 if self._stop.is_set():
                     return

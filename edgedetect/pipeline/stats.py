@@ -76,6 +76,8 @@ class PipelineStats:
         self.inference_ms = Samples(window)
         self.latency_ms = Samples(window)
         self.inference_errors = 0
+        self.camera_restarts = 0  # a camera brought back in-process: stop/start, or a new object
+        self.camera_reopens = 0  # of those, the ones that needed a new camera object
         self._dropped = dropped
         self._sysfs = SysfsReader(sysfs_root)
         self._process = psutil.Process()
@@ -128,6 +130,13 @@ class PipelineStats:
         with self._lock:
             self.inference_errors += 1
 
+    def camera_restarted(self, how: str) -> None:
+        """`how`: "restart" (the same camera object stopped and started) or "reopen" (a new one)."""
+        with self._lock:
+            self.camera_restarts += 1
+            if how == "reopen":
+                self.camera_reopens += 1
+
     def banner(self) -> str:
         """The short figures drawn on the stream; cheap enough to call per frame."""
         t = clock.now()
@@ -155,6 +164,8 @@ class PipelineStats:
                 "frames_skipped": self.skipped.total,
                 "dropped_frames": self._dropped(),
                 "inference_errors": self.inference_errors,
+                "camera_restarts": self.camera_restarts,
+                "camera_reopens": self.camera_reopens,
                 "inference_ms": self.inference_ms.summary(),
                 "latency_ms": self.latency_ms.summary(),
             }

@@ -17,6 +17,8 @@ Metrics (units converted to Prometheus base units where /api/stats uses others):
     edgedetect_frames_skipped_total                  frames_captured, frames_inferred, ...
     edgedetect_frames_dropped_total                  dropped_frames
     edgedetect_inference_errors_total                inference_errors
+    edgedetect_camera_restarts_total                 camera_restarts: the camera brought back in-process
+    edgedetect_camera_reopens_total                  camera_reopens: of those, with a new camera object
     edgedetect_inference_seconds{stat}               inference_ms {mean,p50,p95} / 1000
     edgedetect_latency_seconds{stat}                 latency_ms {mean,p50,p95} / 1000
     edgedetect_cpu_percent{scope}                    cpu_percent {process,system}
@@ -64,6 +66,8 @@ COUNTERS = {  # /api/stats key -> metric name (without _total)
     "frames_skipped": "edgedetect_frames_skipped",
     "dropped_frames": "edgedetect_frames_dropped",
     "inference_errors": "edgedetect_inference_errors",
+    "camera_restarts": "edgedetect_camera_restarts",
+    "camera_reopens": "edgedetect_camera_reopens",
 }
 TIMINGS = {"inference_ms": "edgedetect_inference_seconds", "latency_ms": "edgedetect_latency_seconds"}
 MQTT_COUNTERS = {
