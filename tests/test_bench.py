@@ -37,6 +37,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_every_key_present_and_positive(report: dict):
     for key in ("raw_invoke_fps", "naive_fps", "pipeline_fps", "raw_invoke_ms", "naive_frame_ms",
                 "paced_invoke_ms", "paced_fps"):
@@ -55,6 +56,7 @@ def test_every_key_present_and_positive(report: dict):
     assert par["serial_ceiling_pipeline_vs_raw"] == pytest.approx(stages["invoke"] / sum(stages.values()), abs=2e-3)
 
 
+@pytest.mark.slow
 def test_figures_are_self_consistent(report: dict):
     r = report
     # fps is frames over time: the naive loop's frame time is its fps inverted (same medians).
@@ -85,6 +87,7 @@ def test_figures_are_self_consistent(report: dict):
                                    and r["targets"]["latency_p50_vs_invoke"] <= 1.5)
 
 
+@pytest.mark.slow
 def test_plot_written(report: dict):
     pytest.importorskip("matplotlib")
     png = report["_png"]

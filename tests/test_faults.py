@@ -63,6 +63,7 @@ def test_stream_source_drops_and_returns(tmp_path):
         cam.stop()
 
 
+@pytest.mark.slow
 def test_file_truncated_while_playing(tmp_path):
     clip = tmp_path / "clip.avi"
     shutil.copy(VTEST, clip)
@@ -82,6 +83,7 @@ def test_file_truncated_while_playing(tmp_path):
         assert "Traceback" not in d.output()
 
 
+@pytest.mark.slow
 def test_source_that_hangs_is_restarted_then_failed(tmp_path):
     """A FIFO fed the start of a real video, then kept open with nothing more: the decoder blocks
     in read() for ever. The stall watchdog restarts the source, then gives up and reports it."""

@@ -154,6 +154,7 @@ def test_token_required_when_set(tmp_path):
         v.stop.set()
 
 
+@pytest.mark.slow
 def test_twenty_viewers_keep_the_rate(tmp_path):
     """20 concurrent viewers for 30 s: published_fps within 10% of one viewer's."""
     cfg = tmp_path / "c.toml"

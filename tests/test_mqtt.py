@@ -175,6 +175,7 @@ def test_topics_and_discovery() -> None:
 # --- against mosquitto ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["5"])
 def test_events_counts_stats_discovery(tmp_path: Path, protocol: str) -> None:
     with Broker(tmp_path / "broker") as broker, Recorder(broker.port) as rec:
@@ -255,6 +256,7 @@ def test_last_will_on_sigkill(tmp_path: Path) -> None:
     assert took < 5  # the kernel closes the socket; the broker sends the will at once
 
 
+@pytest.mark.slow
 def test_broker_restart_mid_run_events_resume_fps_holds(tmp_path: Path) -> None:
     broker = Broker(tmp_path / "broker").start()
     try:

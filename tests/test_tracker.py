@@ -157,6 +157,7 @@ def vtest_detections(detector) -> list[list[Detection]]:
     return out
 
 
+@pytest.mark.slow
 def test_vtest_people_make_sane_events(vtest_detections) -> None:
     per_frame = [sum(d.label == "person" for d in f) for f in vtest_detections]
     mean_people = sum(per_frame) / len(per_frame)
@@ -193,6 +194,7 @@ def test_vtest_people_make_sane_events(vtest_detections) -> None:
           f"{mean_people:.2f} people/frame detected, {mean_live:.2f} live tracks/frame")
 
 
+@pytest.mark.slow
 def test_vtest_all_labels(vtest_detections) -> None:
     tr = Tracker(TrackerConfig(frozenset(), min_frames=3, max_missing=10))
     for i, dets in enumerate(vtest_detections):
