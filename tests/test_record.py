@@ -367,3 +367,45 @@ def test_index_survives_sigkill_and_restart(tmp_path: Path) -> None:
     print(f"\nSIGKILL with {len(listed)} events listed ({sum(e['end'] is None for e in listed.values())} live, "
           f"{len(leftovers)} clip(s) half-written); after restart {len(after)} listed, {clips} clips, "
           f"recovery: {[ln for ln in out.splitlines() if 'recovered' in ln]}")
+
+
+@pytest.mark.slow
+def test_full_disk_pauses_then_resumes_by_itself(tmp_path: Path) -> None:
+    """A real 16 MB file system, 9 MB of it taken: recording pauses below min_free_mb = 2 with
+    one warning, detection goes on, and recording resumes once the 9 MB are freed."""
+    with tmpfs(tmp_path / "small", "16m") as small:
+        filler = small / "filler"
+        filler.write_bytes(b"\0" * 9_000_000)
+        store = small / "events"
+        cfg = record_config(tmp_path, store, extra="min_free_mb = 2\npre_s = 2\npost_s = 1", loop=True)
+        with DaemonProcess("run", "--config", str(cfg)) as d:
+            rec = lambda: d.json("/api/stats")["record"]  # noqa: E731
+            d.wait_for(lambda: rec()["paused"], timeout=90)
+            t_pause = time.monotonic()
+            at_pause = rec()
+            inferred = d.json("/api/stats")["frames_inferred"]
+            time.sleep(4)
+            during = d.json("/api/stats")
+            fps = (during["frames_inferred"] - inferred) / (time.monotonic() - t_pause)
+            assert during["record"]["paused"] and during["record"]["events_skipped"] > at_pause["events_skipped"]
+            listed_paused = d.json("/api/events?limit=1000")["total"]
+            filler.unlink()
+            d.wait_for(lambda: not rec()["paused"], timeout=15)
+            d.wait_for(lambda: rec()["events_stored"] > at_pause["events_stored"] + 2, timeout=30)
+            after = rec()
+            health = d.get("/healthz")[0]
+            code, _ = d.terminate()
+            out = d.output()
+        assert code == 0 and health == 200
+        assert fps > 5  # detection never waited for the disk (vtest: 10 fps; a busy 2-core machine)
+        warnings = [ln for ln in out.splitlines() if "recording paused" in ln]
+        assert len(warnings) == after["pauses"] == 1, warnings
+        assert any("recording resumed" in ln for ln in out.splitlines())
+        assert not list(store.rglob("*.tmp"))
+        pictures, clips = listed_files_complete(store)
+        print(f"\nfull disk: paused at {at_pause['free_mb']} MB free after {at_pause['events_stored']} events "
+              f"({at_pause['mb_written']} MB written, {at_pause['clips_failed']} clip(s) abandoned); "
+              f"{during['record']['events_skipped']} events skipped while paused, inference {fps:.1f} fps; "
+              f"resumed: {after['events_stored']} stored; {listed_paused} listed at the pause; index lists "
+              f"{pictures} events, {clips} clips, all whole")
+        assert pictures >= after["events_stored"] - after["deleted"] - 1

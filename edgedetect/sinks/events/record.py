@@ -147,7 +147,7 @@ class Recording:
         """Under "record" in /api/stats and the log line: few keys, flat."""
         with self._lock:
             out: dict[str, Any] = {
-                "paused": self.paused, "free_mb": round(self.free_bytes / 1e6, 1) if self.free_bytes >= 0 else None,
+                "paused": self.paused, "pauses": self.pauses, "free_mb": round(self.free_bytes / 1e6, 1) if self.free_bytes >= 0 else None,
                 "events_stored": self.stored, "events_skipped": self.skipped, "write_errors": self.write_errors,
                 "mb_written": round(self.bytes_written / 1e6, 2), "deleted": self.store.deleted,
             }
