@@ -409,3 +409,54 @@ def test_full_disk_pauses_then_resumes_by_itself(tmp_path: Path) -> None:
               f"resumed: {after['events_stored']} stored; {listed_paused} listed at the pause; index lists "
               f"{pictures} events, {clips} clips, all whole")
         assert pictures >= after["events_stored"] - after["deleted"] - 1
+
+
+def _inference_fps(cfg: Path, window: float = 12.0) -> tuple[float, float, dict]:
+    """(inference fps, process CPU %) over `window` s after a warm-up, and the last stats."""
+    with DaemonProcess("run", "--config", str(cfg)) as d:
+        d.wait_for(lambda: d.json("/api/stats")["frames_inferred"] > 20)
+        time.sleep(2)
+        a, t0 = d.json("/api/stats"), time.monotonic()
+        cpu0 = _cpu(d.proc.pid)
+        time.sleep(window)
+        b, t1 = d.json("/api/stats"), time.monotonic()
+        cpu1 = _cpu(d.proc.pid)
+        d.terminate()
+    return (b["frames_inferred"] - a["frames_inferred"]) / (t1 - t0), 100 * (cpu1 - cpu0) / (t1 - t0), b
+
+
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+def test_recorder_cost_on_inference_rate(tmp_path: Path) -> None:
+    """vtest as fast as inference goes (pace = false: every frame is inferred, and the recorder
+    encodes every one of them too), with and without [record] clips, interleaved A B A B so
+    that a busy machine weighs on both alike: the inference rate drops by less than 5%."""
+    plain = record_config(tmp_path, tmp_path / "off", pace=False, loop=True).read_text().replace(
+        "enabled = true", "enabled = false")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "edgedetect.toml").write_text(plain)
+    (tmp_path / "b").mkdir()
+    recording = record_config(tmp_path / "b", tmp_path / "b" / "events", pace=False, loop=True)
+    runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+    last = {}
+    for _ in range(2):
+        for name, cfg in (("off", tmp_path / "a" / "edgedetect.toml"), ("on", recording)):
+            fps, cpu, stats = _inference_fps(cfg)
+            runs[name].append((fps, cpu))
+            last[name] = stats
+    off = statistics.mean(f for f, _ in runs["off"])
+    on = statistics.mean(f for f, _ in runs["on"])
+    cpu_off = statistics.mean(c for _, c in runs["off"])
+    cpu_on = statistics.mean(c for _, c in runs["on"])
+    rec = last["on"]["record"]
+    print(f"\ninference fps without recording {[round(f, 1) for f, _ in runs['off']]} -> {off:.2f}, with "
+          f"{[round(f, 1) for f, _ in runs['on']]} -> {on:.2f}: {100 * (on / off - 1):+.1f}%; process CPU "
+          f"{cpu_off:.0f}% -> {cpu_on:.0f}%; encoder {rec['encode_ms_mean']} ms a frame, "
+          f"{rec['clips_written']} clips, {rec['frames_dropped']} frames dropped by the recorder")
+    assert "record" not in last["off"] and rec["clips_written"] >= 1
+    assert on >= 0.95 * off
