@@ -31,6 +31,7 @@ CONFIG_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--token", "http.token", {"help": "access token viewers must present (required off loopback)"}),
     ("--stats-interval", "stats.interval", {"type": float, "help": "seconds between stats lines"}),
     ("--sysfs-root", "stats.sysfs_root", {"help": "sysfs root for temperature and throttling"}),
+    ("--procfs-root", "stats.procfs_root", {"help": "procfs root for CMA memory (meminfo)"}),
 ]
 
 

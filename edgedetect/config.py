@@ -93,6 +93,7 @@ class StatsConfig:
     interval: float = _f(10.0, "seconds between stats log lines", 0.5, 3600)
     window: int = _f(120, "samples kept for percentiles", 10, 100000)
     sysfs_root: str = _f("/sys", "root of sysfs (tests point it at a fake tree)")
+    procfs_root: str = _f("/proc", "root of procfs, for CMA memory (tests point it at a fake tree)")
 
 
 @dataclass

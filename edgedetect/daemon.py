@@ -42,7 +42,8 @@ def pipeline_options(cfg: Config) -> PipelineOptions:
     return PipelineOptions(flt=detect_filter(cfg), top_k=cfg.detect.top_k,
                            max_failures=cfg.pipeline.max_inference_failures, jpeg_quality=cfg.http.jpeg_quality,
                            stats_window=cfg.stats.window, stats_interval=cfg.stats.interval,
-                           sysfs_root=cfg.stats.sysfs_root, stall_timeout=cfg.pipeline.stall_timeout)
+                           sysfs_root=cfg.stats.sysfs_root, procfs_root=cfg.stats.procfs_root,
+                           stall_timeout=cfg.pipeline.stall_timeout)
 
 
 class Daemon:

@@ -12,9 +12,11 @@ import errno
 import glob
 import grp
 import os
+import platform
 import pwd
 import shutil
 import socket
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,8 @@ class Env:
     which: Callable[[str], str | None] = shutil.which
     run: Callable[..., subprocess.CompletedProcess] = subprocess.run
     uid: int = -1  # -1: this process's user
+    machine: str = ""  # uname -m; empty: this machine's
+    pointer_bits: int = 0  # this Python's word size; 0: this process's
 
     def user(self) -> tuple[str, list[int]]:
         uid = os.getuid() if self.uid < 0 else self.uid
@@ -288,6 +292,84 @@ def check_sysfs(cfg: Any) -> list[Check]:
     return out
 
 
+def check_arch(env: Env) -> Check:
+    """64-bit userland, as deploy/install.sh requires: a Pi 4 often runs a 64-bit kernel under a
+    32-bit OS, so uname -m alone says aarch64; this Python's own word size tells the userland."""
+    machine = env.machine or platform.machine()
+    bits = env.pointer_bits or struct.calcsize("P") * 8
+    if bits < 64 or machine.startswith(("armv", "i386", "i686")):
+        return Check("arch", False, f"32-bit OS ({machine}, {bits}-bit Python)",
+                     "LiteRT (ai-edge-litert) has no 32-bit ARM wheels: install the 64-bit Raspberry Pi OS "
+                     "(Bookworm or Trixie, arm64)")
+    return Check("arch", True, f"64-bit ({machine})")
+
+
+def check_cma(cfg: Any) -> Check:
+    from edgedetect.system.procfs import CMA_LOW_MB, MEMINFO_FILE, ProcfsReader
+
+    root = Path(getattr(cfg.stats, "procfs_root", "/proc"))
+    cma = ProcfsReader(root).cma()
+    picam = _camera_kind(cfg.source.uri) == "picam"
+    if cma is None:
+        if picam:
+            return Check("cma", False, f"no CmaTotal in {root / MEMINFO_FILE}: the Pi camera's buffers come from CMA",
+                         "keep dtoverlay=vc4-kms-v3d in /boot/firmware/config.txt (it reserves CMA), then reboot")
+        return Check("cma", True, "no CMA reported (only the Pi camera needs it)")
+    detail = f"{cma.free_mb:.0f} MB free of {cma.total_mb:.0f} MB"
+    if picam and cma.low:
+        return Check("cma", False, f"{detail}: the camera needs about {CMA_LOW_MB:.0f} MB to start",
+                     "close other camera or GPU programs, or reserve more: dtoverlay=vc4-kms-v3d,cma-512 in "
+                     "/boot/firmware/config.txt, then reboot")
+    return Check("cma", True, detail)
+
+
+def _mount_of(path: Path, procfs_root: Path) -> tuple[str, str] | None:
+    """(device, mount point) of the filesystem holding `path`, from procfs's mounts table."""
+    try:
+        lines = (procfs_root / "self" / "mounts").read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    best: tuple[str, str] | None = None
+    for ln in lines:
+        parts = ln.split()
+        if len(parts) < 2:
+            continue
+        dev, mnt = parts[0], parts[1].replace("\\040", " ")
+        if (path == Path(mnt) or Path(mnt) in path.parents) and (best is None or len(mnt) >= len(best[1])):
+            best = (dev, mnt)
+    return best
+
+
+def check_storage(cfg: Any) -> Check:
+    """Where the daemon writes (the event store; everything else goes to the journal), and room."""
+    rec = getattr(cfg, "record", None)
+    where = Path(getattr(rec, "dir", "/var/lib/edgedetect/events"))
+    enabled = bool(getattr(rec, "enabled", False))
+    min_free_mb = float(getattr(rec, "min_free_mb", 0.0))
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    usage = shutil.disk_usage(probe)
+    free = f"{usage.free / 2**30:.1f} GB free of {usage.total / 2**30:.1f} GB"
+    mount = _mount_of(probe.resolve(), Path(getattr(cfg.stats, "procfs_root", "/proc")))
+    on = ""
+    if mount is not None:
+        on = f" on {mount[0]}" + (" (the SD card)" if mount[0].startswith("/dev/mmcblk") else "")
+    detail = f"{where}{'' if probe == where else ' (not made yet)'}{on}: {free}"
+    if not enabled:
+        return Check("storage", True, f"recording off; event store {detail}")
+    name = pwd.getpwuid(os.geteuid()).pw_name
+    target = where if where.exists() else probe
+    if not os.access(target, os.W_OK | os.X_OK):
+        return Check("storage", False, f"event store {detail}: {target} not writable by user {name}",
+                     f"sudo install -d -o edgedetect {where} (and run doctor as the service: "
+                     "sudo -u edgedetect edgedetect doctor), or set record.dir")
+    if usage.free < min_free_mb * 2**20:
+        return Check("storage", False, f"event store {detail}: below record.min_free_mb ({min_free_mb:g} MB), "
+                     "recording would pause", "free space, or set record.dir to a larger drive (a USB disk)")
+    return Check("storage", True, f"event store {detail}")
+
+
 def check_port(cfg: Any) -> Check:
     http = cfg.http
     if not http.enabled:
@@ -319,7 +401,8 @@ def run_checks(args: argparse.Namespace, env: Env | None = None) -> list[Check]:
     env = env or Env()
     cfg_check, cfg = check_config(args)
     checks = [cfg_check, check_runtime(), check_model(cfg), *check_accelerator(cfg), check_camera(cfg, env),
-              check_groups(env), check_devices(env), *check_sysfs(cfg), check_port(cfg)]
+              check_groups(env), check_devices(env), check_arch(env), *check_sysfs(cfg), check_cma(cfg),
+              check_storage(cfg), check_port(cfg)]
     return checks
 
 

@@ -43,6 +43,7 @@ class PipelineOptions:
     stats_window: int = 120
     stats_interval: float = 10.0
     sysfs_root: str = "/sys"
+    procfs_root: str = "/proc"
     stall_timeout: float = 10.0
     report_sinks: tuple[Sink, ...] = (log_sink,)
 
@@ -75,7 +76,8 @@ class Pipeline:
         self.opts = opts
         self._make_source = make_source
         self.slot: LatestSlot[Frame] = LatestSlot()
-        self.stats = PipelineStats(opts.stats_window, opts.sysfs_root, dropped=lambda: self.slot.dropped)
+        self.stats = PipelineStats(opts.stats_window, opts.sysfs_root, dropped=lambda: self.slot.dropped,
+                                   procfs_root=opts.procfs_root)
         self.stats.source.name = source_name or (source.name if source is not None else "")
         self.publisher = Publisher(self.stats, opts.jpeg_quality, banner=self.stats.banner)
         self.frames = FrameListeners()

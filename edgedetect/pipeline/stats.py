@@ -16,7 +16,8 @@ import psutil
 
 from edgedetect import clock
 from edgedetect.pipeline.state import SourceState, SourceStatus
-from edgedetect.system.sysfs import SysfsReader
+from edgedetect.system.procfs import CmaLog, ProcfsReader
+from edgedetect.system.sysfs import SysfsReader, ThrottleLog
 
 RATE_WINDOW_S = 5.0
 
@@ -67,7 +68,7 @@ class Samples:
 
 class PipelineStats:
     def __init__(self, window: int = 120, sysfs_root: str = "/sys",
-                 dropped: Callable[[], int] = lambda: 0):
+                 dropped: Callable[[], int] = lambda: 0, procfs_root: str = "/proc"):
         self._lock = threading.Lock()
         self.camera = RateMeter()
         self.inference = RateMeter()
@@ -80,6 +81,10 @@ class PipelineStats:
         self.camera_reopens = 0  # of those, the ones that needed a new camera object
         self._dropped = dropped
         self._sysfs = SysfsReader(sysfs_root)
+        self._procfs = ProcfsReader(procfs_root)
+        # The Pi's health, logged on change only (whoever reads the figures, however often).
+        self._throttle_log = ThrottleLog()
+        self._cma_log = CmaLog()
         self._process = psutil.Process()
         self.started = clock.now()
         self.source = SourceStatus()
@@ -178,6 +183,12 @@ class PipelineStats:
         if thermal.throttled is not None:
             snap["throttled"] = hex(thermal.throttled)
             snap["throttled_flags"] = thermal.flags
+        self._throttle_log.update(thermal)
+        cma = self._procfs.cma()
+        if cma is not None:
+            snap["cma_total_mb"] = round(cma.total_mb, 1)
+            snap["cma_free_mb"] = round(cma.free_mb, 1)
+        self._cma_log.update(cma, self.source_name == "picam" and self.source_state is SourceState.RUNNING)
         for key, fn in self.extra.items():
             snap[key] = fn()
         return snap

@@ -26,6 +26,7 @@ Metrics (units converted to Prometheus base units where /api/stats uses others):
     edgedetect_cpu_temperature_celsius               temperature_c (when the hardware has it)
     edgedetect_throttled                             throttled, the firmware word
     edgedetect_throttled_flag{flag}                  1 per throttled_flags name, 0 otherwise
+    edgedetect_cma_total_bytes, _cma_free_bytes      cma_total_mb, cma_free_mb * 2**20 (CMA: camera buffers)
     edgedetect_mqtt_connected                        mqtt.connected (with [mqtt] enabled)
     edgedetect_mqtt_connects_total                   mqtt.connects
     edgedetect_mqtt_messages_published_total         mqtt.messages_published
@@ -147,6 +148,9 @@ def families(snap: dict[str, Any], device: str) -> Iterator[Metric]:
         for name in THROTTLE_FLAGS.values():
             f.add_metric([device, name], 1.0 if name in flags else 0.0)
         yield f
+    if "cma_total_mb" in snap:
+        yield gauge("edgedetect_cma_total_bytes", "CMA memory reserved (camera and GPU buffers)", snap["cma_total_mb"] * 2**20)
+        yield gauge("edgedetect_cma_free_bytes", "CMA memory free", snap["cma_free_mb"] * 2**20)
     mq = snap.get("mqtt")
     if isinstance(mq, dict):
         yield from _mqtt_families(mq, device)
