@@ -193,4 +193,5 @@ class Daemon:
 
 
 def _display_host(host: str) -> str:
-    return "localhost" if host in ("0.0.0.0", "::", "") else host
+    """The host for a URL: an IPv6 address in brackets (http://[::1]:8080/)."""
+    return "localhost" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)

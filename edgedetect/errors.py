@@ -21,3 +21,19 @@ class ConfigError(UserError):
 
 class SourceError(UserError):
     """A video source that cannot be opened."""
+
+
+LONG_WORD = 200  # characters of one value an error line shows in full (a catalogue URL fits)
+
+
+def shorten(text: str, limit: int = LONG_WORD) -> str:
+    """`text` on one line, with every run of non-blank characters over `limit` cut in the
+    middle, so that a pasted blob or a path of 4000 characters still gives a readable error."""
+    import re
+
+    def cut(m: re.Match[str]) -> str:
+        w = m.group(0)
+        w, tail = (w[:-1], w[-1]) if w[-1] in ":,;" else (w, "")
+        return f"{w[:limit * 2 // 3]}...{w[-limit // 4:]} ({len(w)} characters){tail}"
+
+    return re.sub(r"\S{%d,}" % (limit + 1), cut, " ".join(text.split()))

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VIEWER_LINE = re.compile(r"viewer at http://([^:/]+):(\d+)/")
+VIEWER_LINE = re.compile(r"viewer at http://(\[[^\]/]+\]|[^:/]+):(\d+)/")
 
 
 class DaemonProcess:

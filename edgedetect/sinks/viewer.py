@@ -8,27 +8,34 @@ ever read from disk.
 
 from __future__ import annotations
 
+import errno
 import hmac
+import io
 import ipaddress
 import json
 import logging
+import re
+import selectors
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from importlib import resources
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from edgedetect.config import HttpConfig
-from edgedetect.errors import UserError
+from edgedetect.errors import UserError, shorten
 from edgedetect.pipeline.publish import Publisher
 
 log = logging.getLogger("edgedetect.sinks.viewer")
 
 BOUNDARY = "edgedetect-frame"
 ROUTES = {"/", "/index.html", "/stream.mjpg", "/snapshot.jpg", "/api/stats", "/api/detections", "/healthz"}
+MAX_HEAD = 70_000  # bytes of request line and headers buffered before the handler judges them
+POLL_S = 0.2  # accept loop: how late a stop or an expired deadline may be noticed
 
 
 
@@ -67,37 +74,198 @@ class Api:
     healthy: Callable[[], tuple[bool, str]]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Pending:
+    """A connection still sending its request head: no thread yet, only a buffer."""
+
+    __slots__ = ("sock", "addr", "head", "deadline")
+
+    def __init__(self, sock: socket.socket, addr: Any, deadline: float):
+        self.sock, self.addr, self.head, self.deadline = sock, addr, bytearray(), deadline
+
+
+def _head_complete(head: bytearray) -> bool:
+    # The blank line that ends the header block (CRLF or bare LF line ends, as the stdlib
+    # parser accepts both); a head too long to be valid goes on, so the handler answers 414 or 431.
+    return b"\n\r\n" in head or b"\n\n" in head or len(head) >= MAX_HEAD
+
+
+class _Server(HTTPServer):
+    """Binds and listens like HTTPServer; the accept loop is its own.
+
+    A connection gets a thread only once its whole request head has arrived. Until then it is
+    one of at most `max_pending` buffers that one loop reads without blocking, under a deadline
+    for the whole head (not per read: a client that sends a header line every few seconds never
+    trips a per-read timeout). When the pending buffers are full, a new connection pushes out the
+    oldest of the client address that holds the most of them. So connections that send slowly or
+    not at all hold no thread and cannot keep out a client that sends its request at once, and
+    the threads (`max_connections`) go only to complete requests: with a token, those that
+    present it, as the others are answered 401 in microseconds.
+    """
+
     allow_reuse_address = True
-    request_queue_size = 64
-    max_connections = 64  # one thread each; more are refused at once rather than piling up
+    request_queue_size = 128
+    max_connections = 64  # threads: complete requests being answered and streams
+    max_pending = 16  # connections still sending their request head (no thread each)
 
-    def __init__(self, *args: Any, **kw: Any):
+    def __init__(self, address: Any, handler: Any, family: int, request_timeout: float):
+        self.address_family = family
+        self.request_timeout = request_timeout
         self._active = 0
-        self._active_lock = threading.Lock()
-        super().__init__(*args, **kw)
+        self._lock = threading.Lock()
+        self._pending: dict[socket.socket, _Pending] = {}  # oldest first
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self.dropped = {"expired": 0, "pushed_out": 0, "refused": 0}
+        super().__init__(address, handler)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._active_lock:
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def serve(self) -> None:
+        sel = selectors.DefaultSelector()
+        self.socket.setblocking(False)
+        sel.register(self.socket, selectors.EVENT_READ, None)
+        try:
+            while not self._stop.is_set():
+                for key, _ in sel.select(POLL_S):
+                    if key.data is None:
+                        self._accept(sel)
+                    else:
+                        self._read(sel, key.data)
+                now = time.monotonic()
+                for p in [p for p in self._pending.values() if p.deadline <= now]:
+                    self.dropped["expired"] += 1
+                    self._drop(sel, p)
+        finally:
+            for p in list(self._pending.values()):
+                self._drop(sel, p)
+            sel.close()
+            self._stopped.set()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._started:
+            self._stopped.wait(timeout)
+
+    _started = False
+
+    def _accept(self, sel: selectors.BaseSelector) -> None:
+        for _ in range(self.request_queue_size):
+            try:
+                sock, addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE) and self._pending:
+                    self.dropped["pushed_out"] += 1
+                    self._drop(sel, self._victim())  # free a descriptor for the next one
+                else:
+                    time.sleep(POLL_S / 4)  # out of descriptors with nothing to free: do not spin
+                return
+            sock.setblocking(False)
+            if len(self._pending) >= self.max_pending:
+                self.dropped["pushed_out"] += 1
+                self._drop(sel, self._victim())
+            p = _Pending(sock, addr, time.monotonic() + self.request_timeout)
+            self._pending[sock] = p
+            sel.register(sock, selectors.EVENT_READ, p)
+            self._read(sel, p)  # the request often comes with the connection
+
+    def _victim(self) -> _Pending:
+        """The oldest pending connection of the address that holds the most of them."""
+        counts: dict[Any, int] = {}
+        for p in self._pending.values():
+            counts[p.addr[0]] = counts.get(p.addr[0], 0) + 1
+        most = max(counts.values())
+        return next(p for p in self._pending.values() if counts[p.addr[0]] == most)
+
+    def _drop(self, sel: selectors.BaseSelector, p: _Pending) -> None:
+        self._pending.pop(p.sock, None)
+        try:
+            sel.unregister(p.sock)
+        except (KeyError, ValueError):
+            pass
+        p.sock.close()
+
+    def _read(self, sel: selectors.BaseSelector, p: _Pending) -> None:
+        try:
+            chunk = p.sock.recv(MAX_HEAD)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._drop(sel, p)
+            return
+        p.head += chunk
+        if not _head_complete(p.head):
+            return
+        self._pending.pop(p.sock)
+        sel.unregister(p.sock)
+        with self._lock:
             full = self._active >= self.max_connections
             if not full:
                 self._active += 1
         if full:
+            self.dropped["refused"] += 1
             try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                p.sock.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+                            b"Connection: close\r\n\r\n")
             except OSError:
                 pass
-            self.shutdown_request(request)
+            p.sock.close()
             return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._active_lock:
+            threading.Thread(target=self._serve_one, args=(p,), name="http-client", daemon=True).start()
+        except RuntimeError:  # no thread to be had (TasksMax)
+            with self._lock:
                 self._active -= 1
+            p.sock.close()
+
+    def _serve_one(self, p: _Pending) -> None:
+        try:
+            p.sock.setblocking(True)
+            self.RequestHandlerClass(p.sock, p.addr, self, bytes(p.head), p.deadline)
+        except OSError as e:
+            log.debug("%s: connection error (%s)", p.addr[0], e)
+        except Exception:  # noqa: BLE001 - a bug in one request must not end the server
+            log.exception("http: request from %s failed", p.addr[0])
+        finally:
+            self.shutdown_request(p.sock)
+            with self._lock:
+                self._active -= 1
+
+
+class _HeadReader(io.RawIOBase):
+    """The request's input for the handler: the head the loop already read, then the socket,
+    whose reads share one deadline while a deadline is set."""
+
+    def __init__(self, sock: socket.socket, head: bytes, timeout: float, deadline: float | None):
+        self._sock = sock
+        self._head = memoryview(head)
+        self._timeout = timeout
+        self.deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request head not complete within the deadline")
+            self._sock.settimeout(min(left, self._timeout))
+        return self._sock.recv_into(b)
 
 
 def is_loopback(host: str) -> bool:
@@ -109,8 +277,43 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_host(host: str) -> None:
+    """An address to listen on: an IPv4 or IPv6 address, or a host name. Numbers that are no
+    address (999.1.1.1) are refused here, before anything else is said about the host."""
+    if host in ("", "localhost"):
+        return
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if ":" in host or re.fullmatch(r"[0-9.]+", host):
+        raise UserError(f"http.host: {shorten(repr(host))} is not a valid IP address "
+                        "(expected e.g. 127.0.0.1, 0.0.0.0, ::1 or a host name)")
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", host):
+        raise UserError(f"http.host: {shorten(repr(host))} is not a valid IP address or host name")
+
+
+def url_host(host: str) -> str:
+    """The host as a URL writes it: an IPv6 address in brackets (RFC 3986)."""
+    return f"[{host}]" if ":" in host else host
+
+
+def redact(text: str, token: str = "") -> str:
+    """`text` (a request line, a log or error message) without the access token: the value of
+    any token= query parameter, and the configured token wherever it appears."""
+    text = _TOKEN_PARAM.sub(r"\1<redacted>", text)
+    if len(token) >= 4:  # a shorter one would blot out ordinary text (and is no secret anyway)
+        text = text.replace(token, "<redacted>")
+    return text
+
+
+_TOKEN_PARAM = re.compile(r"(?i)((?:^|[?&;])token=)[^&;\s'\"]*")
+
+
 class ViewerServer:
     def __init__(self, cfg: HttpConfig, publisher: Publisher, api: Api):
+        check_host(cfg.host)
         if not is_loopback(cfg.host) and not cfg.token:
             raise UserError(f"http.host = {cfg.host!r} serves the network: set http.token (or --token) so that "
                             "viewers must present it, or keep host = \"127.0.0.1\"")
@@ -123,15 +326,13 @@ class ViewerServer:
         self.routes: dict[str, RouteSpec] = {}  # added by extensions before start()
         self.page = resources.files("edgedetect.sinks").joinpath("static/index.html").read_bytes()
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
-        _Server.address_family = family
         try:
-            self._httpd = _Server((cfg.host, cfg.port), _make_handler(self))
+            self._httpd = _Server((cfg.host, cfg.port), _make_handler(self), family, cfg.client_timeout)
         except OSError as e:
             what = "in use" if e.errno in (98, 48) else (e.strerror or str(e))
-            raise UserError(f"http: cannot listen on {cfg.host}:{cfg.port} ({what}); "
+            raise UserError(f"http: cannot listen on {url_host(cfg.host)}:{cfg.port} ({what}); "
                             "choose another [http] port or stop the program using it") from None
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="http", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve, name="http", daemon=True)
 
     @property
     def port(self) -> int:
@@ -141,13 +342,20 @@ class ViewerServer:
     def viewers(self) -> int:
         return self._viewers
 
+    @property
+    def connections(self) -> dict[str, int]:
+        """Requests being answered (threads), connections still sending their request, and
+        connections dropped since start: head not complete in time, pushed out, refused (503)."""
+        return {"active": self._httpd.active, "pending": self._httpd.pending, **self._httpd.dropped}
+
     def start(self) -> None:
+        self._httpd._started = True
         self._thread.start()
 
     def stop(self) -> None:
         self.stopping.set()
         self.publisher.close()
-        self._httpd.shutdown()
+        self._httpd.stop()
         self._httpd.server_close()
 
     def join(self, timeout: float | None = None) -> None:
@@ -183,9 +391,9 @@ class ViewerServer:
         if not self.cfg.token:
             return True
         given = query.get("token", [""])[0]
-        auth = headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            given = auth[7:].strip()
+        scheme, _, credentials = headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() == "bearer":  # auth schemes are case-insensitive (RFC 7235 2.1)
+            given = credentials.strip()
         given = headers.get("X-Edgedetect-Token", given)
         return hmac.compare_digest(given.encode(), self.cfg.token.encode())
 
@@ -199,17 +407,42 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
         default_request_version = "HTTP/1.0"
         error_content_type = "text/plain; charset=utf-8"
         error_message_format = "%(code)d %(message)s\n"
-        timeout = srv.cfg.client_timeout  # per socket: a client that stops sending or reading is dropped
+        timeout = srv.cfg.client_timeout  # per socket operation, once the request head is in
+
+        def __init__(self, request: Any, client_address: Any, server: Any, head: bytes = b"",
+                     deadline: float | None = None):
+            self._head, self._deadline = head, deadline
+            super().__init__(request, client_address, server)
+
+        def setup(self) -> None:
+            super().setup()
+            self.rfile.close()
+            self._reader = _HeadReader(self.connection, self._head, self.timeout, self._deadline)
+            self.rfile = io.BufferedReader(self._reader)
+
+        def parse_request(self) -> bool:
+            ok = super().parse_request()
+            # The head is in (or refused): the whole-request deadline is over, and reads and
+            # writes from here on have the per-operation timeout (a viewer that stops reading).
+            self._reader.deadline = None
+            self.connection.settimeout(self.timeout)
+            return ok
 
         def log_message(self, fmt: str, *args: Any) -> None:  # access log only when debugging
-            log.debug("%s %s", self.client_address[0], fmt % args)
+            log.debug("%s %s", self.client_address[0], shorten(redact(fmt % args, srv.cfg.token), 200))
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            # The stdlib puts the request line into the status line and the body of a 400.
+            super().send_error(code, None if message is None else redact(message, srv.cfg.token), explain)
 
         def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
-            for k, v in (extra or {}).items():
+            # One request per connection: an idle keep-alive connection would hold a thread.
+            extra = {"Connection": "close", **(extra or {})}
+            for k, v in extra.items():
                 self.send_header(k, v)
             self.end_headers()
             if self.command != "HEAD":
@@ -225,12 +458,14 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
 
         def _route(self) -> tuple[str, dict[str, list[str]]] | None:
             parts = urlsplit(self.path)
-            if parts.path not in ROUTES and srv.find_route(parts.path) is None:
-                self._error(HTTPStatus.NOT_FOUND)
-                return None
             query = parse_qs(parts.query)
+            # The token first: without it, a path that exists and one that does not look the
+            # same (401), so nobody finds out which routes an extension added.
             if not srv.authorised(self.headers, query):
                 self._error(HTTPStatus.UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+                return None
+            if parts.path not in ROUTES and srv.find_route(parts.path) is None:
+                self._error(HTTPStatus.NOT_FOUND)
                 return None
             return parts.path, query
 
