@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from typing import Any, Callable
 
 from edgedetect import __version__
-from edgedetect.errors import UserError
+from edgedetect.errors import UserError, shorten
 
 # Flags shared by `run`, `config` and the tools that start a pipeline: (flag, config key, kwargs).
 CONFIG_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
@@ -28,7 +29,8 @@ CONFIG_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--max-detections", "detect.max_detections", {"type": int}),
     ("--host", "http.host", {"help": "address to serve on (default 127.0.0.1)"}),
     ("--port", "http.port", {"type": int, "help": "port to serve on (default 8080)"}),
-    ("--token", "http.token", {"help": "access token viewers must present (required off loopback)"}),
+    ("--token", "http.token", {"help": "access token viewers must present (required off loopback); "
+                                       "--token-file or EDGEDETECT_TOKEN keep it out of the process list"}),
     ("--stats-interval", "stats.interval", {"type": float, "help": "seconds between stats lines"}),
     ("--sysfs-root", "stats.sysfs_root", {"help": "sysfs root for temperature and throttling"}),
     ("--procfs-root", "stats.procfs_root", {"help": "procfs root for CMA memory (meminfo)"}),
@@ -39,30 +41,117 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="TOML config (default /etc/edgedetect/edgedetect.toml if present)")
     for flag, key, kw in CONFIG_FLAGS:
         p.add_argument(flag, dest=key.replace(".", "__"), default=None, **kw)
+    p.add_argument("--token-file", metavar="FILE", help="read the access token from FILE (its first line); "
+                   "EDGEDETECT_TOKEN in the environment works too")
+
+
+TOKEN_ENV = "EDGEDETECT_TOKEN"
+
+
+def read_token_file(path: str) -> str:
+    """The token in `path`: its text without surrounding blanks and line ends."""
+    where = f"--token-file {shorten(path)}"
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(4097)
+    except FileNotFoundError:
+        raise UserError(f"{where}: file not found") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{where}: not UTF-8 text, expected the token on one line") from None
+    except OSError as e:
+        raise UserError(f"{where}: cannot read it ({e.strerror or e})") from None
+    token = text.strip()
+    if not token:
+        raise UserError(f"{where}: the file is empty, expected the token on its first line")
+    if len(text) > 4096 or any(c.isspace() for c in token):
+        raise UserError(f"{where}: expected one token on one line, found more")
+    return token
+
+
+def token_override(args: argparse.Namespace) -> str | None:
+    """The token from --token, --token-file or EDGEDETECT_TOKEN, in that order; None: the config's."""
+    flag = getattr(args, "http__token", None)
+    file = getattr(args, "token_file", None)
+    if flag is not None and file:
+        raise UserError("--token and --token-file both given: give one of them")
+    if file:
+        return read_token_file(file)
+    if flag is None and os.environ.get(TOKEN_ENV, "").strip():
+        return os.environ[TOKEN_ENV].strip()
+    return flag
 
 
 def config_from_args(args: argparse.Namespace):
     from edgedetect import config
 
     overrides = {key: getattr(args, key.replace(".", "__")) for _, key, _ in CONFIG_FLAGS}
+    overrides["http.token"] = token_override(args)
     return config.load(args.config, overrides)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from edgedetect.daemon import Daemon
-    from edgedetect.system.memtune import limit_malloc_arenas
+# SIGTERM, SIGINT and SIGHUP from the start of main() until a command takes them over: building
+# the parser alone imports the tools' modules (OpenCV, numpy) and takes most of a second.
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_held: list[int] = []
+_held_previous: dict[int, Any] = {}
 
-    cfg = config_from_args(args)
-    limit_malloc_arenas()
+
+def _hold_signals() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in HELD_SIGNALS:
+        _held_previous[sig] = signal.signal(sig, lambda signum, _frame: _held.append(signum))
+
+
+def _release_signals() -> None:
+    """For commands other than run: the usual handlers back, and what came meanwhile delivered."""
+    for sig, previous in _held_previous.items():
+        signal.signal(sig, previous)
+    _held_previous.clear()
+    for sig in _held:
+        signal.raise_signal(sig)
+    _held.clear()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # The signal handlers come first: the imports, the config and the model load take seconds,
+    # and a SIGTERM (or SIGHUP) in that time would otherwise end the process by the default action.
+    log = logging.getLogger("edgedetect")
     stop = threading.Event()
+    reload = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        logging.getLogger("edgedetect").info("received %s", signal.Signals(signum).name)
+        log.info("received %s", signal.Signals(signum).name)
         stop.set()
+
+    def on_hup(_signum: int, _frame: Any) -> None:
+        log.info("received SIGHUP: reading the config again")
+        reload.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return Daemon(cfg).run_until(stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    _held_previous.clear()
+    for sig in _held:  # received while the command line was read
+        (on_hup if sig == signal.SIGHUP else on_signal)(sig, None)
+    _held.clear()
+
+    cfg = config_from_args(args)
+    if cfg.http.enabled:  # an address that is none is said before anything slow (and before tokens)
+        from edgedetect.sinks.viewer import check_host
+
+        check_host(cfg.http.host)
+    from edgedetect.daemon import Daemon
+    from edgedetect.system.memtune import limit_malloc_arenas
+
+    limit_malloc_arenas()
+    if stop.is_set():
+        log.info("stopped before start-up")
+        return 0
+    daemon = Daemon(cfg)
+    daemon.reload_requested = reload  # a SIGHUP during start-up is applied once running
+    daemon.reload_config = lambda: config_from_args(args)
+    return daemon.run_until(stop)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -142,17 +231,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    _hold_signals()
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except BaseException:
+        _release_signals()
+        raise
     from edgedetect.system.logs import setup_logging
 
     setup_logging(args.debug)
+    if args.func is not cmd_run:
+        _release_signals()
     try:
         return int(args.func(args) or 0)
     except UserError as e:
         if args.debug:
             raise
-        print(f"edgedetect: error: {e}", file=sys.stderr)
+        print(f"edgedetect: error: {shorten(str(e))}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        # A path the user gave that the system refuses (a name over 255 bytes, a file where a
+        # directory should be ...) is that user's error: one line, not a traceback.
+        if args.debug or e.filename is None:
+            raise
+        print(f"edgedetect: error: {shorten(f'{e.filename}: {e.strerror or e}')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130

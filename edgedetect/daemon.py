@@ -60,6 +60,9 @@ class Daemon:
         self.extensions: list[Extension] = []
         self._ticks: list[Callable[[Progress, bool, float], None]] = []
         self._started = False
+        # SIGHUP: cmd_run sets reload_requested; reload_config reads the file and the flags again.
+        self.reload_requested = threading.Event()
+        self.reload_config: Callable[[], Config] | None = None
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -149,6 +152,9 @@ class Daemon:
         """Periodic supervision from the main thread."""
         p = self.pipeline
         assert p is not None
+        if self.reload_requested.is_set():
+            self.reload_requested.clear()
+            self.reload()
         if p.worker.failed.is_set():
             self.exit_code = 1
             self.fatal.set()
@@ -158,6 +164,25 @@ class Daemon:
         progress = p.progress(now)
         for fn in self._ticks:
             fn(progress, p.first_result.is_set(), now)
+
+    def reload(self) -> None:
+        """Read the config again and apply what can change while running (SIGHUP); a config
+        that fails to load is one error line, and the running one stays."""
+        from edgedetect.errors import UserError, shorten
+        from edgedetect.reload import apply as apply_reload
+
+        if self.reload_config is None:
+            log.warning("reload: no config to read again; ignored")
+            return
+        try:
+            new = self.reload_config()
+        except UserError as e:
+            log.error("reload: %s; the running config stays", shorten(str(e)))
+            return
+        try:
+            apply_reload(self, new)
+        except Exception:  # noqa: BLE001 - a reload must never take the running daemon down
+            log.exception("reload: failed; the running config stays as far as it was applied")
 
     def run_until(self, stop: threading.Event) -> int:
         self.start()

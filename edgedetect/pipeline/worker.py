@@ -64,6 +64,10 @@ class InferenceWorker(StageThread):
         self.last_result_t = 0.0
         self._last: Result | None = None  # newest inferred result, held on still frames
 
+    def set_filter(self, flt: DetectFilter, top_k: int) -> None:
+        """A new filter from a config reload; the next inference uses it (one reference each, swapped whole)."""
+        self._flt, self._top_k = flt, top_k
+
     def _gate_skips(self, frame: Frame) -> bool:
         gate = self.motion
         return gate is not None and not gate.should_infer(frame, clock.now()) and self._last is not None

@@ -1,0 +1,84 @@
+"""SIGHUP (`systemctl reload edgedetect`): read the config again, apply what can change while
+running, and say in one line which changed keys need a restart instead.
+
+Live keys are those that only change a value the running stages read afresh: the detection
+filter (handed to the inference thread whole, as one immutable object), the stats interval and
+the viewer token and viewer limit (read by each new request). Everything else (source, model,
+port, threads ...) would mean rebuilding part of the pipeline and is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from edgedetect.config import Config
+
+log = logging.getLogger("edgedetect")
+
+LIVE = frozenset({
+    "detect.threshold", "detect.allow", "detect.deny", "detect.max_detections", "detect.top_k", "detect.iou",
+    "stats.interval",
+    "http.token", "http.max_viewers",
+})
+SECRET = frozenset({"http.token", "mqtt.password"})
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """`section.key` of every value that differs; a whole array of tables ([[zones]]) by its name."""
+    out = []
+    for sf in dataclasses.fields(old):
+        a, b = getattr(old, sf.name), getattr(new, sf.name)
+        if a == b:
+            continue
+        if not dataclasses.is_dataclass(a):
+            out.append(sf.name)
+            continue
+        out += [f"{sf.name}.{f.name}" for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+    return out
+
+
+def _shown(key: str, value: Any) -> str:
+    return f"{key} (changed)" if key in SECRET else f"{key} = {value!r}"
+
+
+def plan(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """(keys to apply now, keys refused) for a reload from `old` to `new`."""
+    from edgedetect.sinks.viewer import is_loopback
+
+    keys = changed_keys(old, new)
+    live = [k for k in keys if k in LIVE]
+    refused = [k for k in keys if k not in LIVE]
+    if "http.token" in live and not new.http.token and old.http.enabled and not is_loopback(old.http.host):
+        live.remove("http.token")  # the network would see the viewer without one
+        refused.append("http.token")
+    return live, refused
+
+
+def apply(daemon: Any, new: Config) -> tuple[list[str], list[str]]:
+    """Put the live changes of `new` into the running daemon; returns (applied, refused) and logs
+    one line for each list that is not empty."""
+    from edgedetect.daemon import detect_filter
+
+    cfg: Config = daemon.cfg
+    live, refused = plan(cfg, new)
+    for key in live:
+        section, name = key.split(".")
+        setattr(getattr(cfg, section), name, getattr(getattr(new, section), name))
+    p = daemon.pipeline
+    if p is not None:
+        if any(k.startswith("detect.") for k in live):
+            p.worker.set_filter(detect_filter(cfg), cfg.detect.top_k)
+        if "stats.interval" in live:
+            p.reporter.interval = cfg.stats.interval  # from the next line on
+    # http.*: the server holds cfg.http itself and reads the token and limit per request.
+    if live:
+        log.info("reload: applied %s", ", ".join(_shown(k, getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]))
+                                                  for k in live))
+    if refused:
+        log.warning("reload: kept the running value of %s (changing %s needs a restart: systemctl restart "
+                    "edgedetect)", ", ".join(refused), "it" if len(refused) == 1 else "them")
+    if not live and not refused:
+        log.info("reload: the config is unchanged")
+    return live, refused
