@@ -115,3 +115,44 @@ def test_daemon_refuses_nan_at_start(tmp_path, text, key):
     line = one_error_line(r)
     assert f"{p}: {key}: expected a finite number, got nan" in line
     assert time.monotonic() - t0 < 20
+
+
+# --- item 10: byte-order mark, names over 255 bytes, overlong values ----------------------------
+
+def test_byte_order_mark_is_read_past(tmp_path):
+    """Before: `invalid TOML (Invalid statement (at line 1, column 1))` for a file that looks right."""
+    p = tmp_path / "edgedetect.toml"
+    p.write_bytes(b"\xef\xbb\xbf[detect]\r\nthreshold = 0.35\r\n")
+    assert config.load(p).detect.threshold == 0.35
+    r = run_cli("config", "--config", str(p))
+    assert r.returncode == 0 and "threshold = 0.35" in r.stdout, r.stderr
+
+
+LONG = "n" * 300  # one path component over the 255 bytes a Linux file name may have
+
+
+@pytest.mark.parametrize("args", [
+    ["config", "--config", "{tmp}/" + LONG + "/edgedetect.toml"],
+    ["config", "--config", "{tmp}/" + LONG + ".toml"],
+    ["run", "--port", "0", "--model", "{tmp}/" + LONG + ".tflite"],
+    ["run", "--port", "0", "--labels", "{tmp}/" + LONG + ".txt"],
+    ["run", "--port", "0", "--source", "{tmp}/" + LONG + ".mp4"],
+])
+def test_name_over_255_bytes_is_one_line(tmp_path, args):
+    """Before: `--config` and `--model` with such a name ended in an OSError traceback."""
+    r = run_cli(*[a.format(tmp=tmp_path) for a in args])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("edgedetect: error:")]
+    assert len(errors) == 1, r.stderr
+    line = errors[0]
+    assert "too long" in line.lower(), line
+    assert LONG not in line and len(line) < 500, line  # the value is cut, not printed whole
+
+
+def test_overlong_value_is_cut_in_the_error_line(tmp_path):
+    blob = "x" * 5000
+    p = write(tmp_path, f'[motion]\nenabled = "{blob}"\n')
+    r = run_cli("run", "--config", str(p))
+    line = one_error_line(r)
+    assert "motion.enabled: expected one of auto, on, off" in line and blob not in line
+    assert len(line) < 600, len(line)
