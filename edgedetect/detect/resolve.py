@@ -3,6 +3,7 @@ the accelerator, the family."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ class ModelFiles:
     model: Path
     labels: Path | None
     name: str
+    sha256: str = ""  # the catalogue's pin for the model file, when the catalogue knows it
+    pinned_by_name: bool = True  # False: a path whose file name only matches a catalogue file
 
 
 def resolve_model(mc: ModelConfig, catalogue: Catalogue, download: bool = True) -> ModelFiles:
@@ -33,14 +36,36 @@ def resolve_model(mc: ModelConfig, catalogue: Catalogue, download: bool = True) 
             raise UserError(f"model.path: {mc.path!r} is a {entry.kind}, not a model")
         name = entry.variants.get(mc.delegate, mc.path)  # e.g. the Edge TPU build when delegate = "edgetpu"
         found = catalogue.pull(name) if download else catalogue.resolve(name)
-        return ModelFiles(found.paths["model"], labels or found.paths.get("labels"), name)
+        pin = found.entry.file("model")
+        return ModelFiles(found.paths["model"], labels or found.paths.get("labels"), name, pin.sha256 if pin else "")
     path = Path(mc.path).expanduser()
     if not path.exists():
         raise ModelError(f"{path}: model file not found (expected a .tflite file or one of: "
                          f"{', '.join(n for n, e in catalogue.entries.items() if e.kind != 'video')})")
     if labels is None:
         labels = next((p for p in labels_candidates(path) if p.is_file()), None)
-    return ModelFiles(path, labels, path.name)
+    known = next((f for e in catalogue.entries.values() for f in e.files
+                  if f.role == "model" and path.name in f.names()), None)
+    return ModelFiles(path, labels, path.name, known.sha256 if known else "", pinned_by_name=False)
+
+
+def check_pin(files: ModelFiles, content: bytes) -> None:
+    """The bytes the interpreter runs against the catalogue's sha256. The catalogue checked the
+    file when it found it; this checks what was then read, once, into memory (a file rewritten
+    in between would otherwise run unnoticed). A model the catalogue resolved must match: a
+    one-line ModelError. A path that only shares a catalogue file's name may be the user's own
+    model: one warning line."""
+    if not files.sha256:
+        return
+    got = hashlib.sha256(content).hexdigest()
+    if got == files.sha256:
+        return
+    if files.pinned_by_name:
+        raise ModelError(f"{files.model}: the model read has sha256 {got[:12]}..., not the catalogue's "
+                         f"{files.sha256[:12]}... for {files.name} (the file changed while it was read?); "
+                         f"delete it and run 'edgedetect models pull {files.name}'")
+    log.warning("%s: sha256 %s... differs from the catalogue's %s... for a file of this name; "
+                "running it as the model given", files.model, got[:12], files.sha256[:12])
 
 
 def labels_candidates(model: Path) -> list[Path]:
@@ -51,6 +76,7 @@ def load_configured(mc: ModelConfig, files: ModelFiles, threads: int | None = No
     model = load_model(files.model, files.labels, threads if threads is not None else (mc.threads or None),
                        mc.input_range, family=mc.family, resize=mc.resize,
                        delegates=load_delegates(mc.delegate, mc.delegate_options))
+    check_pin(files, model._content)  # the bytes the interpreter runs, read once (detect-internal)
     if model.kind == "detector" and not model.labels:
         log.warning("%s: no labels file found; classes are shown as numbers", files.model)
     return model
