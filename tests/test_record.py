@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -460,3 +461,14 @@ def test_recorder_cost_on_inference_rate(tmp_path: Path) -> None:
           f"{rec['clips_written']} clips, {rec['frames_dropped']} frames dropped by the recorder")
     assert "record" not in last["off"] and rec["clips_written"] >= 1
     assert on >= 0.95 * off
+
+
+def test_unusable_dir_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cfg = record_config(tmp_path, blocker / "events")
+    r = subprocess.run([sys.executable, "-m", "edgedetect", "run", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=60)
+    errors = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert r.returncode == 2 and len(errors) == 1 and "record.dir: cannot keep events in" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
