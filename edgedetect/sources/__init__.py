@@ -12,9 +12,10 @@ from edgedetect.sources.images import IMAGE_SUFFIXES, ImageFiles
 from edgedetect.sources.picam import PiCamera, lores_size_for
 from edgedetect.sources.video import LiveCapture, VideoFile
 
-__all__ = ["Capture", "Source", "open_source", "describe_uri"]
+__all__ = ["Capture", "Source", "describe_uri", "open_source"]
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "tcp://")
+EXPECTED = "picam, demo, a camera index, /dev/videoN, an rtsp:// or http:// URL, or a video, image or folder path"
 
 
 def describe_uri(uri: str) -> str:
@@ -34,6 +35,8 @@ def describe_uri(uri: str) -> str:
 def make_source(cfg: SourceConfig, catalogue: Catalogue | None = None,
                 model_size: tuple[int, int] | None = None) -> Source:
     """Build (not open) the source a config names."""
+    if not cfg.uri.strip():  # Path("") is the current directory: never play that by accident
+        raise SourceError(f"source: empty (expected {EXPECTED})")
     kind = describe_uri(cfg.uri)
     if kind == "picam":
         return PiCamera(cfg.width, cfg.height, cfg.fps, lores_size_for(model_size) if model_size else None)
@@ -47,8 +50,7 @@ def make_source(cfg: SourceConfig, catalogue: Catalogue | None = None,
     if kind == "images":
         return ImageFiles(cfg.uri, pace=cfg.pace, loop=cfg.loop)
     if not Path(cfg.uri).exists():
-        raise SourceError(f"{cfg.uri}: source not found (expected picam, demo, a camera index, "
-                          "/dev/videoN, an rtsp:// or http:// URL, or a video, image or folder path)")
+        raise SourceError(f"{cfg.uri}: source not found (expected {EXPECTED})")
     return VideoFile(cfg.uri, pace=cfg.pace, loop=cfg.loop)
 
 

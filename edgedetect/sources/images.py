@@ -1,63 +1,185 @@
-"""A still image or a folder of images, shown one after another."""
+"""A still image or a folder of images, shown one after another.
+
+Files are read here (their bytes, then `decode.decode`), never with cv2.imread, so that:
+
+- a file that is empty, not an image, cut short or too large is skipped with one warning that
+  names it (once, until the file changes), not an OpenCV log line per attempt;
+- a large photo is decoded reduced and kept at most `MAX_SIDE` pixels on its longest side;
+- a folder is listed again at every pass of `--loop`, so files may come and go while it plays;
+- a pass that finds nothing readable raises SourceError: the capture thread then backs off
+  and retries, the source never spins; and `open()` raises it at once, so a folder with no
+  readable image is a one-line error at start-up, not a daemon "starting" for ever;
+- `read()` returns at once when `interrupt()` is called, pacing sleep included.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 
-import cv2
+import numpy as np
 
 from edgedetect.errors import SourceError
 from edgedetect.sources.base import Capture
+from edgedetect.sources.decode import MAX_SIDE, BadImage, decode
 from edgedetect.sources.pacing import Pacer
 
+log = logging.getLogger("edgedetect.sources")
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+MAX_FILE_BYTES = 256 * 2**20  # a file larger than this is not read into memory
+_NAMED_IN_ERROR = 3  # unreadable files an error line names before "and N more"
+
+# What was last said about each unreadable file, for the whole process: the capture thread
+# builds a new source at every reopen, and a file must not be warned about at each of them.
+_warned: dict[Path, tuple[str, int, int]] = {}
+_warned_lock = threading.Lock()
+_WARNED_MAX = 10_000
+
+
+def _warn_once(path: Path, reason: str, size: int, mtime_ns: int) -> None:
+    key = (reason, size, mtime_ns)
+    with _warned_lock:
+        if _warned.get(path) == key:
+            return
+        if len(_warned) >= _WARNED_MAX:
+            _warned.clear()
+        _warned[path] = key
+    log.warning("%s: skipped, %s", path, reason)
+
+
+def _forget(path: Path) -> None:
+    with _warned_lock:
+        _warned.pop(path, None)
 
 
 class ImageFiles:
     live = False
 
-    def __init__(self, path: str | Path, pace: bool = True, loop: bool = False, fps: float = 1.0):
+    def __init__(self, path: str | Path, pace: bool = True, loop: bool = False, fps: float = 1.0,
+                 max_side: int = MAX_SIDE):
         self.path = Path(path)
         self.name = str(path)
         self.loop = loop
         self.pace = pace
+        self.max_side = max_side
         self._fps = fps
-        self._pacer = Pacer(fps if pace else None)
+        self._stop = threading.Event()
+        self._pacer = Pacer(fps if pace else None, self._stop)
         self._files: list[Path] = []
         self._i = 0
+        self._good = False  # the current pass has given a picture
+        self._skipped: dict[Path, str] = {}  # unreadable files of the current pass, and why
+        self._first: np.ndarray | None = None  # decoded by open(), handed out by the first read()
+        # A lone image is shown again and again: decoded once while its file does not change.
+        self._cache: tuple[Path, int, int, np.ndarray] | None = None
 
     @property
     def fps(self) -> float | None:
         return self._fps
 
-    def open(self) -> None:
+    def _list(self) -> list[Path]:
         if self.path.is_dir():
-            self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not self._files:
-                raise SourceError(f"{self.path}: no images in folder (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
-        elif self.path.is_file():
-            self._files = [self.path]
+            try:
+                return sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            except OSError as e:
+                raise SourceError(f"{self.path}: cannot list folder ({e.strerror})") from None
+        if self.path.is_file():
+            return [self.path]
+        raise SourceError(f"{self.path}: image or folder not found")
+
+    def _nothing_readable(self) -> str:
+        if not self._files:
+            return f"{self.path}: no images in folder (expected {', '.join(sorted(IMAGE_SUFFIXES))})"
+        if not self.path.is_dir():
+            return f"{self.path}: cannot decode image ({self._skipped.get(self.path, 'file gone')})"
+        named = [f"{p.name}: {why}" for p, why in list(self._skipped.items())[:_NAMED_IN_ERROR]]
+        more = len(self._skipped) - len(named)
+        if more > 0:
+            named.append(f"and {more} more")
+        if not named:
+            named = ["its files are gone"]
+        return f"{self.path}: no readable image in folder ({'; '.join(named)})"
+
+    def open(self) -> None:
+        self._files = self._list()
+        self._skipped = {}
+        # The first readable picture is found now, so that nothing readable is an error here.
+        for i, p in enumerate(self._files):
+            img = self._load(p)
+            if img is not None:
+                self._first, self._i, self._good = img, i + 1, True
+                return
+        raise SourceError(self._nothing_readable())
+
+    def _load(self, p: Path) -> np.ndarray | None:
+        """The picture in file p, or None (warned once) when it cannot be used."""
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            self._skipped[p] = "file gone"  # deleted since the listing; the next one drops it
+            return None
+        except OSError as e:
+            self._skipped[p] = f"cannot read ({e.strerror})"
+            _warn_once(p, self._skipped[p], -1, -1)
+            return None
+        c = self._cache
+        if c is not None and c[0] == p and c[1] == st.st_size and c[2] == st.st_mtime_ns:
+            return c[3]
+        if st.st_size == 0:
+            reason = "empty file (0 bytes)"
+        elif st.st_size > MAX_FILE_BYTES:
+            reason = f"file of {st.st_size / 2**20:.0f} MB is too large (over {MAX_FILE_BYTES // 2**20} MB)"
         else:
-            raise SourceError(f"{self.path}: image or folder not found")
-        self._i = 0
+            try:
+                img = decode(p.read_bytes(), self.max_side)
+            except FileNotFoundError:
+                self._skipped[p] = "file gone"
+                return None
+            except OSError as e:
+                reason = f"cannot read ({e.strerror})"
+            except BadImage as e:
+                reason = str(e)
+            else:
+                _forget(p)
+                if len(self._files) == 1:
+                    self._cache = (p, st.st_size, st.st_mtime_ns, img)
+                return img
+        self._skipped[p] = reason
+        _warn_once(p, reason, st.st_size, st.st_mtime_ns)
+        return None
 
     def read(self) -> Capture | None:
-        while True:
+        if self._first is not None:
+            img, self._first = self._first, None
+            self._pacer.wait()
+            return None if self._stop.is_set() else Capture(img)
+        while not self._stop.is_set():
             if self._i >= len(self._files):
                 if not self.loop:
                     return None
-                self._i = 0
+                good, skipped = self._good, self._skipped
+                self._files = self._list()  # files may have come or gone
+                self._i, self._good, self._skipped = 0, False, {}
+                if not good:  # a whole pass without a picture: say so, and let capture back off
+                    listed = set(self._files)
+                    self._skipped = {p: why for p, why in skipped.items() if p in listed}
+                    raise SourceError(self._nothing_readable())
+                continue
             p = self._files[self._i]
             self._i += 1
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is not None:
-                self._pacer.wait()
-                return Capture(img)
-            if len(self._files) == 1:
-                raise SourceError(f"{p}: cannot decode image")
+            img = self._load(p)
+            if img is None:
+                continue
+            self._good = True
+            self._pacer.wait()
+            return None if self._stop.is_set() else Capture(img)
+        return None
 
     def interrupt(self) -> None:
-        self._pacer.interrupt()
+        self._stop.set()
 
     def close(self) -> None:
-        self._pacer.interrupt()
+        self._stop.set()
+        self._first = self._cache = None

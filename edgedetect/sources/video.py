@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -10,6 +12,8 @@ import cv2
 from edgedetect.errors import SourceError
 from edgedetect.sources.base import Capture
 from edgedetect.sources.pacing import Pacer
+
+log = logging.getLogger("edgedetect.sources")
 
 # FFmpeg's RTSP default is UDP, which loses packets on Wi-Fi and smears frames.
 os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
@@ -25,7 +29,8 @@ class VideoFile:
         self.pace = pace
         self.loop = loop
         self._cap: cv2.VideoCapture | None = None
-        self._pacer = Pacer(None)
+        self._stop = threading.Event()  # kept across the reopen of a loop
+        self._pacer = Pacer(None, self._stop)
         self._fps: float | None = None
 
     @property
@@ -41,10 +46,12 @@ class VideoFile:
         fps = cap.get(cv2.CAP_PROP_FPS)
         self._fps = fps if 0 < fps < 1000 else 25.0
         self._cap = cap
-        self._pacer = Pacer(self._fps if self.pace else None)
+        self._pacer = Pacer(self._fps if self.pace else None, self._stop)
 
     def read(self) -> Capture | None:
         assert self._cap is not None, "open() first"
+        if self._stop.is_set():
+            return None
         ok, img = self._cap.read()
         if not ok and self.loop:
             # Reopen rather than seek: the file may have been replaced or cut short meanwhile.
@@ -79,6 +86,8 @@ class LiveCapture:
         self.width, self.height, self.req_fps = width, height, fps
         self._cap: cv2.VideoCapture | None = None
         self._fps: float | None = None
+        self._size: tuple[int, int] | None = None
+        self._stopped = False
 
     @property
     def fps(self) -> float | None:
@@ -116,9 +125,20 @@ class LiveCapture:
     def read(self) -> Capture | None:
         assert self._cap is not None, "open() first"
         ok, img = self._cap.read()
+        if self._stopped:
+            return None
         if not ok or img is None:
             raise SourceError(f"{self.uri}: no frame (camera unplugged or stream stopped)")
+        h, w = img.shape[:2]
+        if self._size is not None and self._size != (w, h):
+            log.info("%s: picture size changed from %dx%d to %dx%d", self.uri, *self._size, w, h)
+        self._size = (w, h)
         return Capture(img)
+
+    def interrupt(self) -> None:
+        """A read blocked in OpenCV cannot be cut short (it ends at the stream's read timeout);
+        whatever it returns then is dropped."""
+        self._stopped = True
 
     def close(self) -> None:
         if self._cap is not None:

@@ -1,0 +1,314 @@
+"""Hostile sources, provoked for real (issue 14, items 1, 5 and part of 10):
+
+- an image folder whose files are deleted while it loops, or that holds only a 0-byte, a text
+  and a cut-short .jpg: a warning per file (once), a backoff, no spinning, a clean SIGTERM;
+- a 12000x9000 JPEG: decoded reduced, its peak RSS measured in a subprocess.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+import pytest
+from conftest import MEDIA, ROOT, VTEST
+from daemonproc import DaemonProcess
+
+from edgedetect.config import SourceConfig
+from edgedetect.errors import SourceError
+from edgedetect.sources import make_source
+from edgedetect.sources.decode import BadImage, decode, jpeg_complete, probe
+from edgedetect.sources.images import ImageFiles
+
+UNIT_MEMORY_MAX_MIB = 512  # systemd/edgedetect.service: MemoryMax=512M
+
+
+def hostile_folder(tmp_path: Path, good: tuple[str, ...] = ("grace_hopper.bmp", "pets.jpg")) -> Path:
+    """Real images, plus a 0-byte .jpg, a text file named .jpg and a JPEG cut to a third."""
+    d = tmp_path / "pictures"
+    d.mkdir()
+    for name in good:
+        shutil.copy(MEDIA / name, d / name)
+    (d / "a_empty.jpg").write_bytes(b"")
+    (d / "b_text.jpg").write_text("not an image\n")
+    kite = (MEDIA / "kite_and_cold.jpg").read_bytes()
+    (d / "c_cut.jpg").write_bytes(kite[: len(kite) // 3])
+    return d
+
+
+def read_in_thread(fn, timeout: float) -> tuple[bool, object]:
+    """(finished within timeout, its result or exception)."""
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except Exception as e:  # noqa: BLE001 - handed back to the test
+            out.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    return not t.is_alive(), (out[0] if out else None)
+
+
+# --- item 1 and 10: image folders ------------------------------------------------------------
+
+def test_unreadable_files_are_skipped_and_warned_about_once(tmp_path, caplog, capfd):
+    d = hostile_folder(tmp_path)
+    src = ImageFiles(d, pace=False, loop=True)
+    with caplog.at_level(logging.WARNING, logger="edgedetect.sources"):
+        src.open()
+        shapes = [src.read().image.shape for _ in range(12)]  # four passes over the folder
+        src.close()
+        again = ImageFiles(d, pace=False, loop=True)  # the capture thread's reopen builds a new one
+        again.open()
+        again.read()
+        again.close()
+    assert shapes == [(600, 512, 3), (430, 512, 3)] * 6  # only the real pictures, sorted by name
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sorted(warnings) == [
+        f"{d / 'a_empty.jpg'}: skipped, empty file (0 bytes)",
+        f"{d / 'b_text.jpg'}: skipped, not a JPEG, PNG, BMP, WebP or TIFF image",
+        f"{d / 'c_cut.jpg'}: skipped, JPEG cut short (no end-of-image marker)",
+    ]
+    err = capfd.readouterr().err
+    assert "WARN" not in err and "Premature end" not in err, err  # nothing from OpenCV or libjpeg
+
+
+def test_folder_emptied_while_looping_raises_instead_of_spinning(tmp_path):
+    d = hostile_folder(tmp_path)
+    src = ImageFiles(d, pace=False, loop=True)
+    src.open()
+    src.read()
+    for p in d.glob("*.bmp"):
+        p.unlink()
+    (d / "pets.jpg").unlink()
+    finished, result = read_in_thread(lambda: [src.read() for _ in range(5)], timeout=3.0)
+    src.interrupt()
+    assert finished, "read() kept going over a folder with nothing readable left"
+    assert isinstance(result, SourceError), result
+    msg = str(result)
+    assert msg.startswith(f"{d}: no readable image in folder (")
+    assert "a_empty.jpg: empty file" in msg and "b_text.jpg: not a JPEG" in msg and "\n" not in msg
+    for p in d.iterdir():
+        p.unlink()
+    with pytest.raises(SourceError, match="no images in folder"):
+        ImageFiles(d, loop=True).open()
+
+
+def test_folder_with_nothing_readable_fails_at_open(tmp_path):
+    d = hostile_folder(tmp_path, good=())
+    with pytest.raises(SourceError) as e:
+        ImageFiles(d).open()
+    assert str(e.value) == (f"{d}: no readable image in folder (a_empty.jpg: empty file (0 bytes); "
+                            "b_text.jpg: not a JPEG, PNG, BMP, WebP or TIFF image; "
+                            "c_cut.jpg: JPEG cut short (no end-of-image marker))")
+
+
+@pytest.mark.parametrize("pace", [True, False])
+def test_file_sources_stop_at_once_when_interrupted(tmp_path, pace):
+    """read() returns promptly on interrupt(): paced sleeps included, whatever comes next."""
+    d = hostile_folder(tmp_path)
+    sources = [ImageFiles(d, pace=pace, loop=True), make_source(SourceConfig(uri=str(VTEST), pace=pace, loop=True))]
+    for src in sources:
+        src.open()
+        src.read()
+        def loop(src=src) -> None:
+            while src.read() is not None:
+                pass
+
+        t = threading.Thread(target=loop, daemon=True)
+        t.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        src.interrupt()
+        t.join(1.0)
+        took = time.monotonic() - t0
+        src.close()
+        assert not t.is_alive() and took < 0.5, (src, took)
+
+
+def test_empty_source_is_an_error_not_the_current_directory(tmp_path):
+    with pytest.raises(SourceError, match=r"^source: empty \(expected picam, demo"):
+        make_source(SourceConfig(uri=""))
+    r = subprocess.run([sys.executable, "-m", "edgedetect", "run", "--source", "", "--port", "0"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60, check=False)
+    errors = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert r.returncode == 2 and len(errors) == 1 and "source: empty" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_daemon_refuses_a_folder_with_nothing_readable(tmp_path):
+    """A clear end, not a daemon "starting" for ever: exit 2, one line naming the files."""
+    d = hostile_folder(tmp_path, good=())
+    r = subprocess.run([sys.executable, "-m", "edgedetect", "run", "--source", str(d), "--loop", "--port", "0"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    errors = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert r.returncode == 2, r.stderr
+    assert len(errors) == 1 and "no readable image in folder (a_empty.jpg: empty file" in errors[0], r.stderr
+    assert r.stderr.count("a_empty.jpg: skipped") == 1 and "Traceback" not in r.stderr
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_daemon_with_a_hostile_folder_backs_off_and_exits_cleanly(tmp_path):
+    """Before: the files deleted under --loop gave 55-70% CPU, 14 MB of OpenCV log a second,
+    a thread more at each stall restart, and SIGABRT on SIGTERM."""
+    d = hostile_folder(tmp_path)
+    cfg = tmp_path / "edgedetect.toml"
+    cfg.write_text("[pipeline]\nstall_timeout = 1.5\n")
+    with DaemonProcess("run", "--config", str(cfg), "--source", str(d), "--loop", "--port", "0",
+                       "--stats-interval", "60", "--threads", "1") as dp:
+        proc = psutil.Process(dp.proc.pid)
+        dp.wait_for(lambda: dp.json("/api/stats")["frames_captured"] >= 5, timeout=30)  # 2.5 passes
+        out = dp.output()
+        for name in ("a_empty.jpg", "b_text.jpg", "c_cut.jpg"):
+            assert out.count(f"{name}: skipped") == 1, out
+        threads_running = proc.num_threads()
+        for p in d.glob("*.*"):
+            if p.suffix in (".bmp",) or p.name == "pets.jpg":
+                p.unlink()  # nothing readable left
+        dp.wait_for(lambda: dp.json("/api/stats")["source_state"] == "reconnecting", timeout=10)
+        time.sleep(1.0)
+        log_before, cpu_before, t0 = len(dp.output()), cpu_seconds(proc), time.monotonic()
+        time.sleep(6.0)  # past stall_timeout four times
+        cpu = 100 * (cpu_seconds(proc) - cpu_before) / (time.monotonic() - t0)
+        log_bytes = len(dp.output()) - log_before
+        threads = proc.num_threads()
+        stats = dp.json("/api/stats")
+        out = dp.output()
+        print(f"hostile folder: cpu {cpu:.1f}%, log {log_bytes} bytes in 6 s, threads {threads_running} -> {threads}")
+        assert stats["source_state"] == "reconnecting" and dp.get("/healthz")[0] == 503
+        assert cpu < 15, cpu
+        assert log_bytes < 1500, out[-3000:]
+        assert threads <= threads_running, (threads_running, threads)
+        assert "restarting it" not in out  # a backoff is not a stall
+        assert "no readable image in folder (a_empty.jpg: empty file (0 bytes); b_text.jpg" in out
+        assert out.count("a_empty.jpg: skipped") == 1
+        # The folder comes back: the source does too.
+        shutil.copy(MEDIA / "pets.jpg", d / "pets.jpg")
+        dp.wait_for(lambda: dp.json("/api/stats")["source_state"] == "running", timeout=40)
+        code, took = dp.terminate()
+        out = dp.output()
+        assert code == 0 and took < 2.0, (code, took, out[-2000:])
+        assert "terminate called" not in out and "Traceback" not in out
+
+
+# --- item 5: large still images --------------------------------------------------------------
+
+BIG_JPEG = """
+import sys, cv2
+w, h = int(sys.argv[2]), int(sys.argv[3])
+img = cv2.resize(cv2.imread(sys.argv[1]), (w, h), interpolation=cv2.INTER_LINEAR)
+assert cv2.imwrite(sys.argv[4], img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+"""
+
+
+def write_big_jpeg(path: Path, w: int, h: int) -> Path:
+    """A real photo (kite_and_cold.jpg) scaled to w x h, written by a subprocess so that the
+    324 MB it takes to encode never sits in the test's own memory."""
+    subprocess.run([sys.executable, "-c", BIG_JPEG, str(MEDIA / "kite_and_cold.jpg"), str(w), str(h), str(path)],
+                   check=True, timeout=120)
+    return path
+
+
+MEASURE = """
+import resource, sys
+from edgedetect.sources.images import ImageFiles
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+src = ImageFiles(sys.argv[1], pace=False)
+src.open()
+img = src.read().image
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before // 1024, peak // 1024, img.shape[1], img.shape[0])
+"""
+
+
+def test_big_jpeg_decoded_reduced_peak_rss_measured(tmp_path):
+    """The decode alone, in a fresh process: before the fix a 12000x9000 JPEG took 324 MB more."""
+    big = write_big_jpeg(tmp_path / "big.jpg", 12000, 9000)
+    r = subprocess.run([sys.executable, "-c", MEASURE, str(big)], capture_output=True, text=True, timeout=120,
+                       cwd=ROOT, check=True)
+    before, peak, w, h = map(int, r.stdout.split())
+    print(f"12000x9000 JPEG: ru_maxrss {before} MiB before the decode, {peak} MiB after ({peak - before} MiB more)")
+    assert (w, h) == (1920, 1440)
+    assert peak - before < 60, (before, peak)
+
+
+@pytest.mark.timeout(180)
+def test_daemon_peak_rss_on_a_12000x9000_jpeg_stays_under_the_unit_limit(tmp_path):
+    """Before: VmHWM 729 MiB here (1.08 GB in the issue's run), past the unit's MemoryMax=512M."""
+    big = write_big_jpeg(tmp_path / "big.jpg", 12000, 9000)
+    with DaemonProcess("run", "--source", str(big), "--port", "0", "--threads", "1") as d:
+        d.wait_for(lambda: d.json("/api/stats")["frames_inferred"] >= 1, timeout=60)
+        status, body = d.get("/snapshot.jpg")  # a viewer: the frame drawn and encoded too
+        det = d.json("/api/detections")
+        peak_mib = _vm_hwm_mib(d.proc.pid)
+        print(f"12000x9000 JPEG: daemon peak RSS (VmHWM) {peak_mib:.0f} MiB, frame {det['width']}x{det['height']}")
+        assert d.terminate()[0] == 0
+    assert status == 200 and cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (1440, 1920, 3)
+    assert (det["width"], det["height"]) == (1920, 1440)
+    labels = {x["label"] for x in det["detections"]}
+    assert {"person", "kite"} <= labels, det  # the picture still serves the model
+    assert peak_mib < UNIT_MEMORY_MAX_MIB * 0.6, peak_mib
+
+
+def _vm_hwm_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def png_bomb(path: Path, w: int, h: int) -> Path:
+    """A real, valid PNG of w x h grey pixels, all zero: a few hundred KB that decode to w*h*3 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    z = zlib.compressobj(9)
+    row = bytes(w + 1)  # filter byte 0, then the row
+    idat = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def test_huge_png_is_refused_from_its_header(tmp_path):
+    """PNG cannot be decoded reduced: above the pixel budget it is skipped, never decoded."""
+    bomb = png_bomb(tmp_path / "bomb.png", 12000, 9000)
+    assert bomb.stat().st_size < 2_000_000 and probe(bomb.read_bytes()) == ("PNG", 12000, 9000, False)
+    with pytest.raises(BadImage, match=r"^12000x9000 PNG is too large to decode \(over 40 Mpx, and PNG is decoded whole\)"):
+        decode(bomb.read_bytes())
+    small = png_bomb(tmp_path / "small.png", 4000, 3000)
+    assert decode(small.read_bytes()).shape == (1440, 1920, 3)
+
+
+def test_reduced_decode_matches_a_full_decode():
+    """The reduced read gives the same picture as a full decode shrunk afterwards."""
+    img = cv2.resize(cv2.imread(str(MEDIA / "kite_and_cold.jpg")), (5408, 3600))
+    data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    ours = decode(data)
+    full = cv2.resize(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), (1920, 1278),
+                      interpolation=cv2.INTER_AREA)
+    assert ours.shape == full.shape == (1278, 1920, 3)
+    assert np.abs(ours.astype(int) - full.astype(int)).mean() < 2.0
+    # and a JPEG with an EXIF thumbnail (its own end marker inside APP1) is whole only with its own end
+    thumb = cv2.imencode(".jpg", cv2.resize(img, (160, 120)))[1].tobytes()
+    app1 = b"\xff\xe1" + (len(thumb) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + thumb
+    with_thumb = data[:2] + app1 + data[2:]
+    assert jpeg_complete(with_thumb) and not jpeg_complete(with_thumb[: 2 + len(app1) + 1000])
