@@ -23,6 +23,7 @@ Retention: the oldest events go first, by age (max_days) and by the bytes of the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -31,10 +32,11 @@ import re
 import shutil
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
+
+from edgedetect import clock
 
 log = logging.getLogger("edgedetect.sinks.events.store")
 
@@ -76,6 +78,10 @@ class StorageFull(OSError):
 
 def is_full(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in FULL_ERRNOS
+
+
+def _box_json(box: Iterable[float]) -> str:
+    return json.dumps([round(v, 4) for v in box])
 
 
 def _raise_full(e: BaseException) -> None:
@@ -186,22 +192,16 @@ class EventStore:
         except OSError:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
+        try:
+            with self._transaction():
                 self._db.execute(
                     'INSERT INTO events (id, seq, label, score, start, last, frames, box, snapshot_bytes) '
                     'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                    (event_id, seq, label, score, start, last, frames, json.dumps([round(v, 4) for v in box]),
-                     len(snapshot) + len(crop)))
+                    (event_id, seq, label, score, start, last, frames, _box_json(box), len(snapshot) + len(crop)))
                 self._set_zones(event_id, zones)
-                self._db.execute("COMMIT")
-            except BaseException as e:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                shutil.rmtree(folder, ignore_errors=True)
-                _raise_full(e)
-                raise
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     def update(self, event_id: str, score: float, last: float, zones: Iterable[str], frames: int,
                box: Iterable[float] | None = None, snapshot: bytes | None = None, crop: bytes | None = None,
@@ -217,22 +217,27 @@ class EventStore:
             write_atomic(folder / SNAPSHOT, snapshot)
             write_atomic(folder / CROP, crop)
             size = len(snapshot) + len(crop)
+        with self._transaction():
+            self._db.execute(
+                'UPDATE events SET score = MAX(score, ?), last = ?, frames = ?, "end" = ?, '
+                'box = COALESCE(?, box), snapshot_bytes = COALESCE(?, snapshot_bytes) WHERE id = ?',
+                (score, last, frames, end, None if box is None else _box_json(box), size, event_id))
+            self._set_zones(event_id, zones)
+        return True
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction under the lock: committed whole, or rolled back, a full disk raised as StorageFull."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.execute(
-                    'UPDATE events SET score = MAX(score, ?), last = ?, frames = ?, "end" = ?, '
-                    'box = COALESCE(?, box), snapshot_bytes = COALESCE(?, snapshot_bytes) WHERE id = ?',
-                    (score, last, frames, end, None if box is None else json.dumps([round(v, 4) for v in box]),
-                     size, event_id))
-                self._set_zones(event_id, zones)
+                yield
                 self._db.execute("COMMIT")
             except BaseException as e:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 _raise_full(e)
                 raise
-        return True
 
     def _set_zones(self, event_id: str, zones: Iterable[str]) -> None:
         self._db.executemany("INSERT OR IGNORE INTO event_zones (id, zone) VALUES (?, ?)",
@@ -338,7 +343,7 @@ class EventStore:
     def enforce(self, now_wall: float | None = None, live: Iterable[str] = ()) -> int:
         """Retention: delete the oldest events beyond max_days, then beyond max_bytes; events
         still live are kept. Returns how many were deleted."""
-        now_wall = time.time() if now_wall is None else now_wall
+        now_wall = clock.wall() if now_wall is None else now_wall
         keep = set(live)
         deleted = 0
         if self.max_age_s > 0:

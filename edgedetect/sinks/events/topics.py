@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgedetect.config import Config, MqttConfig
@@ -31,22 +31,17 @@ class Topics:
     prefix: str
     device: str
     discovery_prefix: str
+    base: str = field(init=False)  # {prefix}/{device}
+    availability: str = field(init=False)
+    events: str = field(init=False)
+    stats: str = field(init=False)
+    node: str = field(init=False)  # the Home Assistant device id
 
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}/{self.device}"
-
-    @property
-    def availability(self) -> str:
-        return f"{self.base}/availability"
-
-    @property
-    def events(self) -> str:
-        return f"{self.base}/events"
-
-    @property
-    def stats(self) -> str:
-        return f"{self.base}/stats"
+    def __post_init__(self) -> None:
+        base = f"{self.prefix}/{self.device}"
+        for name, value in (("base", base), ("availability", f"{base}/availability"), ("events", f"{base}/events"),
+                            ("stats", f"{base}/stats"), ("node", f"edgedetect_{slug(self.device)}")):
+            object.__setattr__(self, name, value)
 
     def count(self, label: str) -> str:
         return f"{self.base}/count/{slug(label)}"
@@ -56,10 +51,6 @@ class Topics:
 
     def zone_count(self, zone: str, label: str) -> str:
         return f"{self.base}/zone/{slug(zone)}/{slug(label)}"
-
-    @property
-    def node(self) -> str:
-        return f"edgedetect_{slug(self.device)}"
 
     def discovery(self, component: str, object_id: str) -> str:
         return f"{self.discovery_prefix}/{component}/{self.node}/{object_id}/config"
