@@ -1,5 +1,9 @@
 """An MJPEG-over-HTTP camera played by the test: serves vtest.avi's frames at 10 fps, and can
-be switched off (connections cut, port closed) and on again, or made to hang mid-stream."""
+be switched off (connections cut, port closed) and on again, or made to hang mid-stream.
+
+It can also misbehave as real cameras do: send a corrupt part now and then (`corrupt_every`),
+a part whose Content-Length is wrong (`bad_length_every`), or change its resolution while it
+streams (set `size`)."""
 
 from __future__ import annotations
 
@@ -9,21 +13,33 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 
 class MjpegCamera:
-    def __init__(self, video: Path, fps: float = 10.0, frames: int = 200):
+    def __init__(self, video: Path, fps: float = 10.0, frames: int = 200, corrupt_every: int = 0,
+                 bad_length_every: int = 0, size: tuple[int, int] | None = None):
         cap = cv2.VideoCapture(str(video))
-        self.jpegs: list[bytes] = []
-        while len(self.jpegs) < frames:
+        self.images: list[np.ndarray] = []
+        while len(self.images) < frames:
             ok, img = cap.read()
             if not ok:
                 break
-            self.jpegs.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 70])[1].tobytes())
+            self.images.append(img)
         cap.release()
+        self.jpegs: list[bytes] = [_jpeg(img) for img in self.images]
         self.period = 1.0 / fps
         self.port = _free_port()
         self.hang = threading.Event()  # when set, connections stay open but send nothing
+        # Faults: every Nth part (1-based) is corrupt (alternately cut short and random bytes,
+        # each with a Content-Length that matches what is sent), or carries a Content-Length
+        # that is wrong (alternately too long and too short) around a good JPEG.
+        self.corrupt_every = corrupt_every
+        self.bad_length_every = bad_length_every
+        self.size = size  # None: the clip's own size; (w, h): frames re-encoded at that size
+        self.sent = self.sent_corrupt = self.sent_bad_length = 0
+        self.connections = 0  # accepted so far: a client that reconnects shows here
+        self._resized: dict[tuple[int, tuple[int, int]], bytes] = {}
         self._stop = threading.Event()
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
@@ -33,6 +49,16 @@ class MjpegCamera:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/video.mjpg"
+
+    def frame(self, i: int, size: tuple[int, int] | None = None) -> bytes:
+        """Part i's JPEG at `size` (the same bytes the camera sends)."""
+        i %= len(self.jpegs)
+        if size is None:
+            return self.jpegs[i]
+        key = (i, size)
+        if key not in self._resized:
+            self._resized[key] = _jpeg(cv2.resize(self.images[i], size, interpolation=cv2.INTER_AREA))
+        return self._resized[key]
 
     def start(self) -> "MjpegCamera":
         self._stop.clear()
@@ -75,8 +101,26 @@ class MjpegCamera:
                 return
             with self._lock:
                 self._conns.append(conn)
+                self.connections += 1
             t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             t.start()
+
+    def _part(self, i: int) -> bytes:
+        n = i + 1
+        jpg = self.frame(i, self.size)
+        length = len(jpg)
+        if self.corrupt_every and n % self.corrupt_every == 0:
+            self.sent_corrupt += 1
+            if self.sent_corrupt % 2:
+                jpg = jpg[: len(jpg) // 3]  # cut short: the camera's encoder or Wi-Fi dropped the rest
+            else:
+                jpg = np.random.default_rng(n).integers(0, 256, len(jpg), np.uint8).tobytes()
+            length = len(jpg)
+        elif self.bad_length_every and n % self.bad_length_every == 0:
+            self.sent_bad_length += 1
+            length += 700 if self.sent_bad_length % 2 else -700
+        return (b"--camframe\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(length).encode()
+                + b"\r\n\r\n" + jpg + b"\r\n")
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -93,9 +137,8 @@ class MjpegCamera:
                 if self.hang.is_set():
                     time.sleep(0.05)
                     continue
-                jpg = self.jpegs[i % len(self.jpegs)]
-                conn.sendall(b"--camframe\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                             + str(len(jpg)).encode() + b"\r\n\r\n" + jpg + b"\r\n")
+                conn.sendall(self._part(i))
+                self.sent += 1
                 i += 1
                 time.sleep(self.period)
         except OSError:
@@ -105,6 +148,10 @@ class MjpegCamera:
                 if conn in self._conns:
                     self._conns.remove(conn)
             conn.close()
+
+
+def _jpeg(img: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 70])[1].tobytes()
 
 
 def _free_port() -> int:

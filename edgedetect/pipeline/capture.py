@@ -151,6 +151,8 @@ class CaptureThread(StageThread):
         # An unpaced file has no clock of its own: decode the next frame only once the previous
         # one was taken, instead of decoding hundreds a second only to drop them.
         pull = not src.live and getattr(src, "pace", True) is False
+        if hasattr(src, "on_corrupt"):  # a stream that skips undecodable frames counts them here
+            src.on_corrupt = self._stats.corrupt_frame  # type: ignore[attr-defined]
         while not self._stop.is_set():
             if pull and not self._slot.wait_empty(0.5):
                 self._progress_t = clock.now()  # waiting on a busy consumer is not a stall

@@ -76,6 +76,7 @@ class PipelineStats:
         self.skipped = RateMeter()
         self.inference_ms = Samples(window)
         self.latency_ms = Samples(window)
+        self.frames_corrupt = 0  # frames a stream sent that could not be decoded (skipped)
         self.inference_errors = 0
         self.camera_restarts = 0  # a camera brought back in-process: stop/start, or a new object
         self.camera_reopens = 0  # of those, the ones that needed a new camera object
@@ -126,6 +127,10 @@ class PipelineStats:
         with self._lock:
             self.skipped.tick(t)
 
+    def corrupt_frame(self) -> None:
+        with self._lock:
+            self.frames_corrupt += 1
+
     def published_frame(self, t: float, t_capture: float) -> None:
         with self._lock:
             self.published.tick(t)
@@ -167,6 +172,7 @@ class PipelineStats:
                 "frames_inferred": self.inference.total,
                 "frames_published": self.published.total,
                 "frames_skipped": self.skipped.total,
+                "frames_corrupt": self.frames_corrupt,
                 "dropped_frames": self._dropped(),
                 "inference_errors": self.inference_errors,
                 "camera_restarts": self.camera_restarts,

@@ -9,6 +9,7 @@ from edgedetect.config import SourceConfig
 from edgedetect.errors import SourceError
 from edgedetect.sources.base import Capture, Source
 from edgedetect.sources.images import IMAGE_SUFFIXES, ImageFiles
+from edgedetect.sources.mjpeg import MjpegStream
 from edgedetect.sources.picam import PiCamera, lores_size_for
 from edgedetect.sources.video import LiveCapture, VideoFile
 
@@ -45,6 +46,8 @@ def make_source(cfg: SourceConfig, catalogue: Catalogue | None = None,
         src = VideoFile(cat.resolve("demo").paths["video"], pace=cfg.pace, loop=True)
         src.name = "demo"
         return src
+    if cfg.uri.startswith(("http://", "https://")):
+        return MjpegStream(cfg.uri, cfg.width, cfg.height, cfg.fps)
     if kind in ("camera", "stream"):
         return LiveCapture(cfg.uri, cfg.width, cfg.height, cfg.fps)
     if kind == "images":

@@ -1,0 +1,378 @@
+"""MJPEG over HTTP (multipart/x-mixed-replace), read by ourselves rather than by FFmpeg.
+
+FFmpeg's mpjpeg demuxer (OpenCV's backend for http:// URLs) drops the whole connection on one
+corrupt part or one wrong Content-Length, and when the camera changes resolution mid-stream it
+keeps scaling to the first size: a mosaic, then a frozen picture. Here each part is decoded on
+its own with `decode.decode`, so:
+
+- a corrupt part (not a JPEG, cut short, undecodable) is skipped and counted (`on_corrupt`,
+  shown as frames_corrupt), and the connection is kept;
+- a part whose Content-Length is wrong is found by its end not being a JPEG's end, or by the
+  next boundary turning up inside it; the reader then takes the part up to the next boundary
+  (resynchronising there) and says so once;
+- each part has its own size: a size change is logged once, and frames carry the new size;
+- every read is bounded: socket timeouts, a deadline for a good frame, caps on header and part
+  sizes; `interrupt()` shuts the socket down, so a blocked read returns at once.
+
+A server that answers with anything other than 200 and a multipart body (HLS, MP4 over HTTP,
+a redirect, digest authentication) is handed to FFmpeg as before (video.LiveCapture).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import socket
+import ssl
+import threading
+import time
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+
+from edgedetect.errors import SourceError
+from edgedetect.sources.base import Capture
+from edgedetect.sources.decode import BadImage, decode, jpeg_complete
+from edgedetect.sources.video import LiveCapture
+
+log = logging.getLogger("edgedetect.sources")
+
+TIMEOUT_S = 5.0  # connect, each socket read, and the longest wait for a good frame
+MAX_HEADER_BYTES = 64 * 1024  # the HTTP response's headers, and one part's headers
+MAX_PART_BYTES = 16 * 2**20  # one part (a 4K MJPEG frame is 1-3 MB)
+STREAM_MAX_SIDE = 4096  # a camera's own size is kept up to this; larger parts are decoded reduced
+_RECV = 256 * 1024
+
+
+class NotMultipart(Exception):
+    """The server answered, but not with an MJPEG stream."""
+
+
+def redact(url: str) -> str:
+    """The URL with its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+class MjpegStream:
+    """An http:// or https:// camera stream; MJPEG read here, anything else by FFmpeg."""
+
+    live = True
+
+    def __init__(self, url: str, width: int = 1280, height: int = 720, fps: float = 30.0,
+                 timeout: float = TIMEOUT_S, max_side: int = STREAM_MAX_SIDE):
+        self.uri = url
+        self.name = redact(url)
+        self.timeout = timeout
+        self.max_side = max_side
+        self.frames_corrupt = 0
+        self.on_corrupt: object = None  # set by the capture thread: called once per skipped part
+        self._ffmpeg_args = (width, height, fps)
+        self._ffmpeg: LiveCapture | None = None
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+        self._delim = b""
+        self._size: tuple[int, int] | None = None
+        self._stop = threading.Event()
+        self._said_length = self._said_corrupt = False
+        self._deadline = 0.0
+        self._pending: Capture | None = None  # the first frame, read by open()
+        self._unreported = 0  # corrupt frames not yet passed to on_corrupt (set after open)
+
+    @property
+    def fps(self) -> float | None:
+        return self._ffmpeg.fps if self._ffmpeg is not None else None
+
+    # --- connection -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect and wait for the first good frame (as FFmpeg's probe does): a camera that
+        answers but sends nothing is not open, and the capture thread keeps reconnecting."""
+        try:
+            self._connect()
+        except NotMultipart as e:
+            log.info("%s: %s; reading it with FFmpeg", redact(self.uri), e)
+            self._ffmpeg = LiveCapture(self.uri, *self._ffmpeg_args)
+            self._ffmpeg.open()
+            return
+        except _Interrupted:
+            raise SourceError(f"{redact(self.uri)}: interrupted while opening") from None
+        try:
+            self._pending = self._next()
+        except BaseException:
+            self._close_socket()
+            raise
+        if self._pending is None:
+            self._close_socket()
+            raise SourceError(f"{redact(self.uri)}: interrupted while opening")
+
+    def _connect(self) -> None:
+        u = urlsplit(self.uri)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise SourceError(f"{redact(self.uri)}: not an http:// or https:// URL")
+        try:
+            port = u.port or (443 if u.scheme == "https" else 80)
+        except ValueError:
+            raise SourceError(f"{redact(self.uri)}: bad port in URL") from None
+        where = f"{redact(self.uri)}: cannot connect"
+        try:
+            sock = socket.create_connection((u.hostname, port), timeout=self.timeout)
+        except OSError as e:
+            raise SourceError(f"{where} ({e.strerror or e})") from None
+        try:
+            if u.scheme == "https":
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=u.hostname)
+            host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
+            if u.port:
+                host += f":{u.port}"
+            lines = [f"GET {u.path or '/'}{'?' + u.query if u.query else ''} HTTP/1.0", f"Host: {host}",
+                     "User-Agent: edgedetect", "Accept: multipart/x-mixed-replace, */*"]
+            if u.username is not None:
+                cred = f"{unquote(u.username)}:{unquote(u.password or '')}".encode()
+                lines.append("Authorization: Basic " + base64.b64encode(cred).decode())
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        except (OSError, ssl.SSLError) as e:
+            sock.close()
+            raise SourceError(f"{where} ({e})") from None
+        self._sock, self._buf = sock, bytearray()
+        self._deadline = time.monotonic() + self.timeout
+        try:
+            self._read_response()
+        except BaseException:
+            self._close_socket()
+            raise
+
+    def _read_response(self) -> None:
+        end = self._find(b"\r\n\r\n", 0, MAX_HEADER_BYTES, "the HTTP response headers")
+        head = bytes(self._buf[:end]).decode("latin-1").split("\r\n")
+        del self._buf[:end + 4]
+        m = re.match(r"HTTP/\d(?:\.\d)?\s+(\d{3})\s*(.*)", head[0])
+        if not m:
+            raise SourceError(f"{redact(self.uri)}: not an HTTP response ({head[0][:60]!r})")
+        status = int(m.group(1))
+        headers = _headers(head[1:])
+        ctype = headers.get("content-type", "")
+        if status != 200:
+            raise NotMultipart(f"HTTP {status} {m.group(2)}".strip())
+        if not ctype.lower().startswith("multipart/") or "chunked" in headers.get("transfer-encoding", ""):
+            raise NotMultipart(f"content type {ctype or 'not given'}")
+        b = re.search(r'boundary="?([^";]+)"?', ctype, re.IGNORECASE)
+        if not b:
+            raise NotMultipart(f"no boundary in {ctype!r}")
+        # "--" + boundary begins each part; some cameras put the dashes into the parameter too.
+        self._delim = b"--" + b.group(1).strip().lstrip("-").encode("latin-1")
+
+    def _fill(self) -> None:
+        """More bytes into the buffer, or SourceError (closed, timed out, interrupted)."""
+        assert self._sock is not None
+        if self._stop.is_set():
+            raise _Interrupted
+        if time.monotonic() > self._deadline:  # bytes trickle in, but no frame: a stall all the same
+            raise SourceError(f"{redact(self.uri)}: no complete frame for {self.timeout:.0f} s")
+        try:
+            chunk = self._sock.recv(_RECV)
+        except TimeoutError:
+            raise SourceError(f"{redact(self.uri)}: no data for {self.timeout:.0f} s") from None
+        except (OSError, ssl.SSLError) as e:
+            if self._stop.is_set():
+                raise _Interrupted from None
+            raise SourceError(f"{redact(self.uri)}: connection lost ({e})") from None
+        if not chunk:
+            if self._stop.is_set():
+                raise _Interrupted
+            raise SourceError(f"{redact(self.uri)}: stream closed by the camera")
+        self._buf += chunk
+
+    def _find(self, what: bytes, start: int, limit: int, looking_for: str) -> int:
+        """Index of `what` at or after `start`, reading as needed, at most `limit` bytes on."""
+        pos = start
+        while True:
+            i = self._buf.find(what, pos, start + limit + len(what))
+            if i != -1:
+                return i
+            if len(self._buf) - start > limit:
+                raise SourceError(f"{redact(self.uri)}: {looking_for} not found in {limit // 1024} KB")
+            pos = max(start, len(self._buf) - len(what) + 1)
+            self._fill()
+
+    # --- parts ------------------------------------------------------------------------------
+
+    def _part(self) -> bytes:
+        """The next part's body; the buffer then starts right after it."""
+        i = self._find(self._delim, 0, MAX_PART_BYTES, "a multipart boundary")
+        eol = self._find(b"\n", i, 1024, "the end of a boundary line")
+        if bytes(self._buf[i + len(self._delim):eol]).strip().startswith(b"--"):
+            raise SourceError(f"{redact(self.uri)}: stream ended by the camera")
+        lines, pos = [], eol + 1
+        while True:  # the part's headers, up to an empty line
+            nl = self._find(b"\n", pos, MAX_HEADER_BYTES - (pos - eol), "the end of a part's headers")
+            line = bytes(self._buf[pos:nl]).rstrip(b"\r")
+            pos = nl + 1
+            if not line:
+                break
+            lines.append(line.decode("latin-1"))
+        del self._buf[:pos]
+        return self._body(_int(_headers(lines).get("content-length")))
+
+    def _body(self, length: int | None) -> bytes:
+        if length is not None and not 0 < length <= MAX_PART_BYTES:
+            length = None
+        if length is not None:
+            scanned = 0
+            while len(self._buf) < length:
+                # The next boundary inside the declared length: the length is too long.
+                j = self._buf.find(self._delim, max(0, scanned - len(self._delim)))
+                if j != -1:
+                    return self._until(j, length)
+                scanned = len(self._buf)
+                self._fill()
+            j = self._buf.find(self._delim, 0, length)
+            if j != -1:
+                return self._until(j, length)
+            if not self._buf.startswith(b"\xff\xd8") or _ends_jpeg(self._buf, length):
+                body = bytes(self._buf[:length])
+                del self._buf[:length]
+                return body
+            # A JPEG that does not end where its length says: the length is too short, or the
+            # part is cut; the next boundary tells which.
+        pos = 0
+        while True:
+            j = self._buf.find(self._delim, pos)
+            if j != -1:
+                return self._until(j, length)
+            # Without a length, a complete JPEG at the end of what came is the whole part (no
+            # waiting for the next boundary, which comes only with the next frame).
+            if length is None and self._buf.startswith(b"\xff\xd8") and _ends_jpeg(self._buf, len(self._buf)) \
+                    and jpeg_complete(self._buf):
+                body = bytes(self._buf)
+                del self._buf[:]
+                return body
+            if len(self._buf) > MAX_PART_BYTES:
+                raise SourceError(f"{redact(self.uri)}: a part over {MAX_PART_BYTES // 2**20} MB without a boundary")
+            pos = max(0, len(self._buf) - len(self._delim) + 1)
+            self._fill()
+
+    def _until(self, j: int, length: int | None) -> bytes:
+        """The part up to the boundary at j (the buffer keeps the boundary)."""
+        body = bytes(self._buf[:j])
+        del self._buf[:j]
+        body = body[:-2] if body.endswith(b"\r\n") else body[:-1] if body.endswith(b"\n") else body
+        if length is not None and length != len(body) and not self._said_length:
+            self._said_length = True
+            log.warning("%s: a part's Content-Length says %d bytes but it has %d; read up to the next "
+                        "boundary instead (said once)", redact(self.uri), length, len(body))
+        return body
+
+    def _corrupt(self, why: str) -> None:
+        self.frames_corrupt += 1
+        self._unreported += 1
+        self._report_corrupt()
+        if not self._said_corrupt:
+            self._said_corrupt = True
+            log.warning("%s: skipped a corrupt frame (%s); further ones are counted in frames_corrupt",
+                        redact(self.uri), why)
+
+    def read(self) -> Capture | None:
+        if self._ffmpeg is not None:
+            return self._ffmpeg.read()
+        self._report_corrupt()
+        if self._pending is not None:
+            cap, self._pending = self._pending, None
+            return cap
+        if self._sock is None:
+            raise SourceError(f"{redact(self.uri)}: not open")
+        return self._next()
+
+    def _next(self) -> Capture | None:
+        """The next good frame; None when interrupted."""
+        self._deadline = time.monotonic() + self.timeout
+        corrupt = 0
+        try:
+            while True:
+                body = self._part()
+                try:
+                    img = decode(body, self.max_side)
+                except BadImage as e:
+                    corrupt += 1
+                    self._corrupt(str(e) if body else "empty part")
+                    if time.monotonic() > self._deadline:
+                        raise SourceError(f"{redact(self.uri)}: no good frame for {self.timeout:.0f} s "
+                                          f"({corrupt} corrupt parts; last: {e})") from None
+                    continue
+                self._check_size(img)
+                return Capture(img)
+        except _Interrupted:
+            return None
+
+    def _check_size(self, img: np.ndarray) -> None:
+        h, w = img.shape[:2]
+        if self._size is not None and self._size != (w, h):
+            log.info("%s: picture size changed from %dx%d to %dx%d", redact(self.uri), *self._size, w, h)
+        self._size = (w, h)
+
+    # --- stopping ---------------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """Make a read blocked on the network return now (from any thread)."""
+        self._stop.set()
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._ffmpeg is not None:
+            self._ffmpeg.interrupt()
+
+    def _close_socket(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._close_socket()
+        self._buf = bytearray()
+        if self._ffmpeg is not None:
+            self._ffmpeg.close()
+            self._ffmpeg = None
+        self._pending = None
+
+    def _report_corrupt(self) -> None:
+        if callable(self.on_corrupt):
+            for _ in range(self._unreported):
+                self.on_corrupt()
+            self._unreported = 0
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _ends_jpeg(buf: bytearray, end: int) -> bool:
+    """Whether buf[:end], line ends and padding aside, ends with a JPEG's end-of-image marker."""
+    while end > 2 and buf[end - 1] in b"\r\n\x00 ":
+        end -= 1
+    return buf[end - 2:end] == b"\xff\xd9"
+
+
+def _headers(lines: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep:
+            out[name.strip().lower()] = value.strip()
+    return out
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
