@@ -24,7 +24,12 @@ class Source(Protocol):
     def open(self) -> None: ...
 
     def read(self) -> Capture | None:
-        """The next picture; None when a finite source has ended. Raises SourceError on failure."""
+        """The next picture; None when a finite source has ended. Raises SourceError on failure.
+
+        Bounded: bad input (unreadable files, corrupt stream parts) is skipped or raised, never
+        looped over; a source that can block has timeouts. A source may also have
+        `interrupt()`, called from another thread when capture stops (CaptureThread.stop):
+        read() then returns promptly (None), pacing sleeps and network waits included."""
         ...
 
     def close(self) -> None: ...
