@@ -91,6 +91,8 @@ class EventsExtension(StageThread):
         self._discovered: set[str] = set()
         self._discovered_zones: set[tuple[str, str]] = set()
         self._frame_size = (0, 0)  # (height, width) of the latest frame, for events ended at stop
+        self._source_ended_at: float | None = None  # set by on_tick (main thread) while the source has ended
+        self._ended_flushed = False
 
     # --- hooks (other threads; must return at once) ------------------------------------------------
 
@@ -115,6 +117,14 @@ class EventsExtension(StageThread):
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return self.figures.as_dict()
+
+    def on_tick(self, progress: Any, _first_result: bool, now: float) -> None:
+        """A file source that has ended (no --loop) sees no one leave: its open events end here."""
+        if progress.state == "ended":
+            if self._source_ended_at is None:
+                self._source_ended_at = now
+        else:
+            self._source_ended_at, self._ended_flushed = None, False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -148,6 +158,10 @@ class EventsExtension(StageThread):
                     self._resync()
                 if item is not None:
                     self._process(item)
+                elif (self._source_ended_at is not None and not self._ended_flushed
+                      and clock.now() - self._source_ended_at >= 0.5):  # the last results are in
+                    self._ended_flushed = True
+                    self._end_all()
                 if self.recording is not None:
                     self.recording.tick(clock.now())
                 with self._stats_lock:
@@ -160,12 +174,15 @@ class EventsExtension(StageThread):
         finally:
             self._shutdown()
 
+    def _end_all(self) -> None:
+        for ev in self.tracker.flush():
+            self._handle(ev, None)
+        self._publish_counts(self.tracker.counts(), force=False)
+        self._publish_zone_counts(force=False)
+
     def _shutdown(self) -> None:
         try:
-            for ev in self.tracker.flush():
-                self._handle(ev, None)
-            self._publish_counts(self.tracker.counts(), force=False)
-            self._publish_zone_counts(force=False)
+            self._end_all()
         finally:
             if self.recording is not None:
                 self.recording.stop()
@@ -406,6 +423,7 @@ def attach(hooks: Hooks) -> EventsExtension:
         hooks.add_figures("mqtt", ext.stats)
     hooks.on_result(ext.on_result)
     hooks.on_stats(ext.on_stats)
+    hooks.on_tick(ext.on_tick)
     if recording is not None:
         recording.attach(hooks)
     return ext
