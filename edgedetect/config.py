@@ -278,6 +278,9 @@ def _table(cls: Any, body: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
+SECRET_KEYS = frozenset({"http.token", "mqtt.password"})  # never shown in an error line
+
+
 def set_value(cfg: Config, dotted: str, value: Any, origin: str = "command line") -> None:
     """Set `section.key` on cfg after validating it like a TOML value."""
     section, _, key = dotted.partition(".")
@@ -291,7 +294,10 @@ def set_value(cfg: Config, dotted: str, value: Any, origin: str = "command line"
     if key not in fields:
         raise _unknown(key, list(fields), f"{origin}: [{section}]")
     where = f"{origin}: {section}.{key}"
-    v = _coerce(value, _hints(type(sub))[key], where)
+    tp = _hints(type(sub))[key]
+    if dotted in SECRET_KEYS and not isinstance(value, str):  # an error line must not show a secret
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} (value not shown)")
+    v = _coerce(value, tp, where)
     _check_range(v, fields[key].metadata, where)
     if isinstance(v, list):
         for item in v:

@@ -188,3 +188,15 @@ def test_token_precedence(tmp_path):
     assert 'token = "from-env"' in run_cli("config", "--config", str(cfg), env=env).stdout
     assert 'token = "from-file"' in run_cli("config", "--config", str(cfg), "--token-file", str(tf), env=env).stdout
     assert 'token = "flag"' in run_cli("config", "--config", str(cfg), "--token", "flag", env=env).stdout
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[http]\ntoken = 918273645\n", "http.token"),
+    ('[mqtt]\npassword = ["hunter2-secret"]\n', "mqtt.password"),
+])
+def test_secret_of_the_wrong_type_is_not_shown_in_the_error(tmp_path, text, key):
+    """Before: `http.token: expected a string, got 918273645`, the secret in the error line."""
+    cfg = write(tmp_path / "c.toml", text)
+    r = run_cli("config", "--config", str(cfg))
+    assert r.returncode == 2 and f"{key}: expected a string" in r.stderr, r.stderr
+    assert "918273645" not in r.stderr and "hunter2" not in r.stderr
