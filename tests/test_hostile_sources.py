@@ -437,7 +437,6 @@ def iou(a: list[int], b: list[int]) -> float:
     return inter / union if union else 0.0
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_daemon_follows_a_stream_that_changes_size(tmp_path, detector):
     """Before: frames stayed 768x576 (a mosaic, then frozen) with 30 [swscaler] lines, while
