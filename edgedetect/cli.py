@@ -92,25 +92,29 @@ def config_from_args(args: argparse.Namespace):
 # SIGTERM, SIGINT and SIGHUP from the start of main() until a command takes them over: building
 # the parser alone imports the tools' modules (OpenCV, numpy) and takes most of a second.
 HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_held: list[int] = []
-_held_previous: dict[int, Any] = {}
 
 
-def _hold_signals() -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in HELD_SIGNALS:
-        _held_previous[sig] = signal.signal(sig, lambda signum, _frame: _held.append(signum))
+class HeldSignals:
+    """Records the held signals; `release()` gives back the handlers there were and delivers
+    what came meanwhile, `take()` hands what came to the command that installs its own."""
 
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in HELD_SIGNALS:
+                self._previous[sig] = signal.signal(sig, lambda signum, _frame: self.received.append(signum))
 
-def _release_signals() -> None:
-    """For commands other than run: the usual handlers back, and what came meanwhile delivered."""
-    for sig, previous in _held_previous.items():
-        signal.signal(sig, previous)
-    _held_previous.clear()
-    for sig in _held:
-        signal.raise_signal(sig)
-    _held.clear()
+    def take(self) -> list[int]:
+        self._previous.clear()
+        got, self.received = self.received, []
+        return got
+
+    def release(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        for sig in self.take():
+            signal.raise_signal(sig)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -131,10 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hup)
-    _held_previous.clear()
-    for sig in _held:  # received while the command line was read
+    held: HeldSignals | None = getattr(args, "held_signals", None)
+    for sig in held.take() if held else ():  # received while the command line was read
         (on_hup if sig == signal.SIGHUP else on_signal)(sig, None)
-    _held.clear()
 
     cfg = config_from_args(args)
     if cfg.http.enabled:  # an address that is none is said before anything slow (and before tokens)
@@ -231,18 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _hold_signals()
+    held = HeldSignals()
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
     except BaseException:
-        _release_signals()
+        held.release()
         raise
     from edgedetect.system.logs import setup_logging
 
     setup_logging(args.debug)
-    if args.func is not cmd_run:
-        _release_signals()
+    if args.func is cmd_run:
+        args.held_signals = held
+    else:
+        held.release()
     try:
         return int(args.func(args) or 0)
     except UserError as e:
