@@ -131,19 +131,11 @@ class Daemon:
 
     # --- running ----------------------------------------------------------------------------
 
-    @property
-    def first_result(self) -> threading.Event:
-        assert self.pipeline is not None
-        return self.pipeline.first_result
-
-    def progress(self, now: float | None = None) -> Progress:
-        assert self.pipeline is not None
-        return self.pipeline.progress(now)
-
     def healthy(self) -> tuple[bool, str]:
         """For /healthz. Stricter than the watchdog: a source that is away and being reconnected
         keeps systemd's watchdog fed (a restart would not bring it back) but is unhealthy."""
-        p = self.progress()
+        assert self.pipeline is not None
+        p = self.pipeline.progress()
         if p.state == SourceState.RECONNECTING:
             return False, "source reconnecting"
         return p.ok, "ok" if p.state == SourceState.RUNNING else p.state
