@@ -3,12 +3,14 @@
 Files are read here (their bytes, then `decode.decode`), never with cv2.imread, so that:
 
 - a file that is empty, not an image, cut short or too large is skipped with one warning that
-  names it (once, until the file changes), not an OpenCV log line per attempt;
+  names it (once while the source plays it, again only if the file changes), not an OpenCV
+  log line per attempt;
 - a large photo is decoded reduced and kept at most `MAX_SIDE` pixels on its longest side;
 - a folder is listed again at every pass of `--loop`, so files may come and go while it plays;
 - a pass that finds nothing readable raises SourceError: the capture thread then backs off
-  and retries, the source never spins; and `open()` raises it at once, so a folder with no
-  readable image is a one-line error at start-up, not a daemon "starting" for ever;
+  and retries, the source never spins; and `open()` raises it at once, naming the files, so a
+  folder with no readable image is a one-line error at start-up, not a daemon "starting" for
+  ever (and a retry names them in its one backoff line, not in a warning per file);
 - `read()` returns at once when `interrupt()` is called, pacing sleep included.
 """
 
@@ -31,28 +33,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_FILE_BYTES = 256 * 2**20  # a file larger than this is not read into memory
 _NAMED_IN_ERROR = 3  # unreadable files an error line names before "and N more"
 
-# What was last said about each unreadable file, for the whole process: the capture thread
-# builds a new source at every reopen, and a file must not be warned about at each of them.
-_warned: dict[Path, tuple[str, int, int]] = {}
-_warned_lock = threading.Lock()
-_WARNED_MAX = 10_000
-
-
-def _warn_once(path: Path, reason: str, size: int, mtime_ns: int) -> None:
-    key = (reason, size, mtime_ns)
-    with _warned_lock:
-        if _warned.get(path) == key:
-            return
-        if len(_warned) >= _WARNED_MAX:
-            _warned.clear()
-        _warned[path] = key
-    log.warning("%s: skipped, %s", path, reason)
-
-
-def _forget(path: Path) -> None:
-    with _warned_lock:
-        _warned.pop(path, None)
-
 
 class ImageFiles:
     live = False
@@ -70,7 +50,9 @@ class ImageFiles:
         self._files: list[Path] = []
         self._i = 0
         self._good = False  # the current pass has given a picture
-        self._skipped: dict[Path, str] = {}  # unreadable files of the current pass, and why
+        # Unreadable files of the current pass: (why, size, mtime); and what was said about each.
+        self._skipped: dict[Path, tuple[str, int, int]] = {}
+        self._warned: dict[Path, tuple[str, int, int]] = {}
         self._first: np.ndarray | None = None  # decoded by open(), handed out by the first read()
         # A lone image is shown again and again: decoded once while its file does not change.
         self._cache: tuple[Path, int, int, np.ndarray] | None = None
@@ -93,8 +75,8 @@ class ImageFiles:
         if not self._files:
             return f"{self.path}: no images in folder (expected {', '.join(sorted(IMAGE_SUFFIXES))})"
         if not self.path.is_dir():
-            return f"{self.path}: cannot decode image ({self._skipped.get(self.path, 'file gone')})"
-        named = [f"{p.name}: {why}" for p, why in list(self._skipped.items())[:_NAMED_IN_ERROR]]
+            return f"{self.path}: cannot decode image ({self._skipped.get(self.path, ('file gone',))[0]})"
+        named = [f"{p.name}: {why[0]}" for p, why in list(self._skipped.items())[:_NAMED_IN_ERROR]]
         more = len(self._skipped) - len(named)
         if more > 0:
             named.append(f"and {more} more")
@@ -105,24 +87,36 @@ class ImageFiles:
     def open(self) -> None:
         self._files = self._list()
         self._skipped = {}
-        # The first readable picture is found now, so that nothing readable is an error here.
+        # The first readable picture is found now, so that nothing readable is an error here
+        # (the error names the files; warnings only once the source plays).
         for i, p in enumerate(self._files):
-            img = self._load(p)
+            img = self._load(p, warn=False)
             if img is not None:
                 self._first, self._i, self._good = img, i + 1, True
+                for q, why in self._skipped.items():
+                    self._warn(q, why)
                 return
         raise SourceError(self._nothing_readable())
 
-    def _load(self, p: Path) -> np.ndarray | None:
-        """The picture in file p, or None (warned once) when it cannot be used."""
+    def _warn(self, p: Path, why: tuple[str, int, int]) -> None:
+        if why[0] != "file gone" and self._warned.get(p) != why:
+            self._warned[p] = why
+            log.warning("%s: skipped, %s", p, why[0])
+
+    def _skip(self, p: Path, why: tuple[str, int, int], warn: bool) -> None:
+        self._skipped[p] = why
+        if warn:
+            self._warn(p, why)
+
+    def _load(self, p: Path, warn: bool = True) -> np.ndarray | None:
+        """The picture in file p, or None (warned once, if `warn`) when it cannot be used."""
         try:
             st = p.stat()
         except FileNotFoundError:
-            self._skipped[p] = "file gone"  # deleted since the listing; the next one drops it
+            self._skip(p, ("file gone", 0, 0), warn)  # deleted since the listing; the next one drops it
             return None
         except OSError as e:
-            self._skipped[p] = f"cannot read ({e.strerror})"
-            _warn_once(p, self._skipped[p], -1, -1)
+            self._skip(p, (f"cannot read ({e.strerror})", 0, 0), warn)
             return None
         c = self._cache
         if c is not None and c[0] == p and c[1] == st.st_size and c[2] == st.st_mtime_ns:
@@ -135,19 +129,18 @@ class ImageFiles:
             try:
                 img = decode(p.read_bytes(), self.max_side)
             except FileNotFoundError:
-                self._skipped[p] = "file gone"
+                self._skip(p, ("file gone", 0, 0), warn)
                 return None
             except OSError as e:
                 reason = f"cannot read ({e.strerror})"
             except BadImage as e:
                 reason = str(e)
             else:
-                _forget(p)
+                self._warned.pop(p, None)
                 if len(self._files) == 1:
                     self._cache = (p, st.st_size, st.st_mtime_ns, img)
                 return img
-        self._skipped[p] = reason
-        _warn_once(p, reason, st.st_size, st.st_mtime_ns)
+        self._skip(p, (reason, st.st_size, st.st_mtime_ns), warn)
         return None
 
     def read(self) -> Capture | None:
