@@ -25,6 +25,7 @@ from edgedetect.detect.delegates import EDGETPU_LIBRARY, load_delegates, parse_o
 from edgedetect.detect.families import load_model
 from edgedetect.detect.model import DetectFilter
 from edgedetect.detect.resolve import load_configured, resolve_model
+from edgedetect.detect.runtime import load_interpreter
 from edgedetect.errors import ModelError, UserError
 
 SRC = Path(__file__).parent / "delegate"
@@ -153,6 +154,17 @@ def test_edgetpu_model_needs_its_delegate():
     assert "\n" not in msg and "compiled for the Coral Edge TPU" in msg and "edgetpu-custom-op" in msg
     assert delegates.EDGETPU_OP in delegates.custom_ops(YOLOV5_EDGETPU.read_bytes())
     assert delegates.custom_ops(YOLOV5.read_bytes()) == set()
+
+
+def test_models_info_on_an_edgetpu_model_one_line():
+    """The check sits in the one function that makes interpreters, so every tool says the same."""
+    with pytest.raises(ModelError, match="compiled for the Coral Edge TPU"):
+        load_interpreter(YOLOV5_EDGETPU, 1)
+    r = subprocess.run([sys.executable, "-m", "edgedetect", "models", "info", str(YOLOV5_EDGETPU)],
+                       capture_output=True, text=True, timeout=120)
+    errors = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert r.returncode == 2 and len(errors) == 1 and "edgetpu-custom-op" in errors[0], r.stderr
+    assert "truncated" not in r.stderr and "Traceback" not in r.stderr
 
 
 def run_cli(tmp_path: Path, config: str, *args: str) -> subprocess.CompletedProcess:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgedetect.detect.classifier import Classifier
-from edgedetect.detect.delegates import check_runnable
 from edgedetect.detect.labels import read_labels
 from edgedetect.detect.metadata import model_labels
 from edgedetect.detect.model import Loaded, Model
@@ -41,7 +40,6 @@ def load_model(path: str | Path, labels_path: str | Path | None = None, threads:
     """Load a model of any registered family; ModelError (one line) for anything unusable."""
     path = Path(path)
     content = read_model_file(path)
-    check_runnable(content, delegates, path)
     interp = make_interpreter(content, threads, delegates, where=path)
     inputs = [tensor_info(d) for d in interp.get_input_details()]
     sig = signature_names(interp)

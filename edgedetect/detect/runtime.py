@@ -60,6 +60,9 @@ def make_interpreter(content: bytes, threads: int | None = None, delegates: Sequ
                      where: str | Path = "model") -> Any:
     """The one place an interpreter is made: the model's bytes, the CPU threads, and the
     accelerator delegates (already loaded, see delegates.py). Every failure is a one-line ModelError."""
+    from edgedetect.detect.delegates import check_runnable
+
+    check_runnable(content, delegates, where)  # an Edge TPU model without its delegate: say so, in one line
     cls, _ = interpreter_class()
     n = threads if threads and threads > 0 else default_threads()
     try:
