@@ -64,7 +64,7 @@ class Model(ABC):
                  letterbox: bool | None = None):
         self.path = loaded.path
         self.interp = loaded.interp
-        self._content = loaded.content
+        self.content = loaded.content  # the bytes the interpreter runs (kept alive with it)
         self.inputs = loaded.inputs
         self.outputs = loaded.outputs
         self.labels = loaded.labels

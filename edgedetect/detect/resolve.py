@@ -76,7 +76,7 @@ def load_configured(mc: ModelConfig, files: ModelFiles, threads: int | None = No
     model = load_model(files.model, files.labels, threads if threads is not None else (mc.threads or None),
                        mc.input_range, family=mc.family, resize=mc.resize,
                        delegates=load_delegates(mc.delegate, mc.delegate_options))
-    check_pin(files, model._content)  # the bytes the interpreter runs, read once (detect-internal)
+    check_pin(files, model.content)  # the bytes the interpreter runs, read once
     if model.kind == "detector" and not model.labels:
         log.warning("%s: no labels file found; classes are shown as numbers", files.model)
     return model
