@@ -174,7 +174,7 @@ def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 @needs_chromium
 def test_events_page_plays_a_clip(daemon, tmp_path: Path) -> None:
-    r = chromium(tmp_path, "--virtual-time-budget=6000", "--dump-dom", daemon.url("/events?play=first"))
+    r = chromium(tmp_path, "--virtual-time-budget=15000", "--dump-dom", daemon.url("/events?play=first"))
     body = re.search(r"<body([^>]*)>", r.stdout)
     assert body, r.stderr[-2000:]
     attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
