@@ -8,6 +8,7 @@ streams (set `size`)."""
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ import numpy as np
 
 class MjpegCamera:
     def __init__(self, video: Path, fps: float = 10.0, frames: int = 200, corrupt_every: int = 0,
-                 bad_length_every: int = 0, size: tuple[int, int] | None = None):
+                 bad_length_every: int = 0, size: tuple[int, int] | None = None,
+                 tls: ssl.SSLContext | None = None):
         cap = cv2.VideoCapture(str(video))
         self.images: list[np.ndarray] = []
         while len(self.images) < frames:
@@ -37,6 +39,7 @@ class MjpegCamera:
         self.corrupt_every = corrupt_every
         self.bad_length_every = bad_length_every
         self.size = size  # None: the clip's own size; (w, h): frames re-encoded at that size
+        self.tls = tls  # serve https with this server context
         self.sent = self.sent_corrupt = self.sent_bad_length = 0
         self.connections = 0  # accepted so far: a client that reconnects shows here
         self._resized: dict[tuple[int, tuple[int, int]], bytes] = {}
@@ -48,7 +51,7 @@ class MjpegCamera:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/video.mjpg"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/video.mjpg"
 
     def frame(self, i: int, size: tuple[int, int] | None = None) -> bytes:
         """Part i's JPEG at `size` (the same bytes the camera sends)."""
@@ -60,7 +63,7 @@ class MjpegCamera:
             self._resized[key] = _jpeg(cv2.resize(self.images[i], size, interpolation=cv2.INTER_AREA))
         return self._resized[key]
 
-    def start(self) -> "MjpegCamera":
+    def start(self) -> MjpegCamera:
         self._stop.clear()
         ls = socket.socket()
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -95,7 +98,7 @@ class MjpegCamera:
         while not self._stop.is_set():
             try:
                 conn, _ = self._listener.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -125,6 +128,10 @@ class MjpegCamera:
     def _serve(self, conn: socket.socket) -> None:
         try:
             conn.settimeout(5)
+            if self.tls is not None:
+                raw, conn = conn, self.tls.wrap_socket(conn, server_side=True)
+                with self._lock:  # stop() cuts the TLS socket now
+                    self._conns = [conn if c is raw else c for c in self._conns]
             data = b""
             while b"\r\n\r\n" not in data:
                 chunk = conn.recv(4096)

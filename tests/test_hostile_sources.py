@@ -499,3 +499,39 @@ def test_http_url_that_is_not_mjpeg_is_left_to_ffmpeg(tmp_path):
         server.shutdown()
         server.server_close()
 
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "key.pem"),
+                    "-out", str(d / "cert.pem"), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    return d / "cert.pem", d / "key.pem"
+
+
+def test_https_mjpeg_read_by_us_when_trusted_else_by_ffmpeg_as_before(self_signed, caplog):
+    """A camera's certificate that verifies: our reader (corrupt parts skipped). A self-signed
+    one, which FFmpeg never checked: still played, by FFmpeg, and the log says why."""
+    import ssl
+
+    cert, key = self_signed
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    cam = MjpegCamera(VTEST, fps=30, frames=10, corrupt_every=4, tls=server).start()
+    try:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        src = MjpegStream(cam.url, ssl_context=trusted)
+        src.open()
+        assert all(src.read().image.shape == (576, 768, 3) for _ in range(8))
+        assert src.frames_corrupt >= 2 and src._ffmpeg is None
+        src.close()
+        with caplog.at_level(logging.INFO, logger="edgedetect.sources"):
+            src = MjpegStream(cam.url)  # the system's CAs: this certificate is not among them
+            src.open()
+            assert src._ffmpeg is not None and src.read().image.shape == (576, 768, 3)
+            src.close()
+        assert any("TLS certificate not verified" in r.getMessage() and r.levelno == logging.WARNING
+                   for r in caplog.records)
+    finally:
+        cam.stop()

@@ -64,8 +64,10 @@ class MjpegStream:
     live = True
 
     def __init__(self, url: str, width: int = 1280, height: int = 720, fps: float = 30.0,
-                 timeout: float = TIMEOUT_S, max_side: int = STREAM_MAX_SIDE):
+                 timeout: float = TIMEOUT_S, max_side: int = STREAM_MAX_SIDE,
+                 ssl_context: ssl.SSLContext | None = None):
         self.uri = url
+        self.ssl_context = ssl_context  # https: None verifies against the system's CAs
         self.name = redact(url)
         self.timeout = timeout
         self.max_side = max_side
@@ -95,7 +97,8 @@ class MjpegStream:
         try:
             self._connect()
         except NotMultipart as e:
-            log.info("%s: %s; reading it with FFmpeg", redact(self.uri), e)
+            log.log(logging.WARNING if e.args[0].startswith("TLS") else logging.INFO,
+                    "%s: %s; reading it with FFmpeg", redact(self.uri), e)
             self._ffmpeg = LiveCapture(self.uri, *self._ffmpeg_args)
             self._ffmpeg.open()
             return
@@ -125,7 +128,15 @@ class MjpegStream:
             raise SourceError(f"{where} ({e.strerror or e})") from None
         try:
             if u.scheme == "https":
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=u.hostname)
+                ctx = self.ssl_context or ssl.create_default_context()
+                try:
+                    sock = ctx.wrap_socket(sock, server_hostname=u.hostname)
+                except ssl.SSLCertVerificationError as e:
+                    # Cameras often have self-signed certificates; FFmpeg never checked them,
+                    # so such a camera keeps working as it did, and the log says so.
+                    sock.close()
+                    raise NotMultipart(f"TLS certificate not verified ({e.verify_message}), and "
+                                       "FFmpeg does not check it") from None
             host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
             if u.port:
                 host += f":{u.port}"
