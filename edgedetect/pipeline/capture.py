@@ -10,10 +10,10 @@ from edgedetect import clock
 from edgedetect.errors import SourceError
 from edgedetect.pipeline.frames import Frame
 from edgedetect.pipeline.slot import LatestSlot
-from edgedetect.sources import Source
 from edgedetect.pipeline.stage import StageThread
 from edgedetect.pipeline.state import SourceState
 from edgedetect.pipeline.stats import PipelineStats
+from edgedetect.sources import Source
 
 log = logging.getLogger("edgedetect.pipeline.capture")
 

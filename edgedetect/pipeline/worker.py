@@ -15,8 +15,8 @@ import threading
 from typing import Callable
 
 from edgedetect import clock
-from edgedetect.pipeline.frames import Frame, Result
 from edgedetect.detect.model import DetectFilter, Model
+from edgedetect.pipeline.frames import Frame, Result
 from edgedetect.pipeline.motion import MotionGate
 from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.pipeline.stage import StageThread

@@ -14,9 +14,9 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from edgedetect.extensions import Hooks
 from edgedetect.pipeline.annotate import FONT, colour_for
 from edgedetect.pipeline.frames import Detection, Result
-from edgedetect.extensions import Hooks
 
 log = logging.getLogger("edgedetect.sinks.display")
 

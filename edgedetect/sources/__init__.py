@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgedetect.detect.catalogue import Catalogue
 from edgedetect.config import SourceConfig
+from edgedetect.detect.catalogue import Catalogue
 from edgedetect.errors import SourceError
 from edgedetect.sources.base import Capture, Source
 from edgedetect.sources.images import IMAGE_SUFFIXES, ImageFiles
