@@ -7,11 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from edgedetect.system.journal import (
-    install_journal_handler,
-    priority,
-    stderr_is_journal,
-)
+from edgedetect.system.journal import install_journal_handler, priority, stderr_is_journal
 
 
 class PriorityFormatter(logging.Formatter):
