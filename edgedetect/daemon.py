@@ -78,7 +78,7 @@ class Daemon:
 
     def _make_source(self) -> Source:
         assert self.model is not None
-        return make_source(self.cfg.source, self.catalogue, self.model.input_size)
+        return make_source(self.cfg.source, self.catalogue, self.model.input_size, self.model.keeps_aspect)
 
     def start(self) -> None:
         """Load the model, open the source and the port, start every thread. Errors in the

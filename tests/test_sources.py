@@ -159,6 +159,9 @@ def test_picam_adapter_main_and_lores():
 def test_lores_width_is_row_aligned():
     assert lores_size_for((300, 300)) == (320, 300)
     assert lores_size_for((224, 224)) == (256, 224)
+    # a letterboxing model (YOLO 640) on a 1280x720 camera: the frame's 16:9 kept, not squashed
+    assert lores_size_for((640, 640), (1280, 720)) == (640, 360)
+    assert lores_size_for((320, 320), (1640, 1232)) == (320, 240)
     assert lores_size_for((320, 320)) == (320, 320)
 
 

@@ -86,7 +86,7 @@ class Setup:
     def source_for(self, model: Model, pace: bool, loop: bool = True) -> Source:
         cfg = SourceConfig(uri=self.source.uri, pace=pace, loop=loop, width=self.source.width,
                            height=self.source.height, fps=self.source.fps)
-        return make_source(cfg, self.catalogue, model.input_size)
+        return make_source(cfg, self.catalogue, model.input_size, model.keeps_aspect)
 
 
 def first_frame(setup: Setup, model: Model) -> Frame:

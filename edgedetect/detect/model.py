@@ -93,6 +93,11 @@ class Model(ABC):
         return self._writer.width, self._writer.height
 
     @property
+    def keeps_aspect(self) -> bool:
+        """Frames are letterboxed into the input (their aspect kept), not stretched."""
+        return self._writer.letterbox
+
+    @property
     def fit(self) -> Fit:
         """Where the last prepared frame sits in the input tensor."""
         return self._writer.fit

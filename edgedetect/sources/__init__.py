@@ -34,13 +34,15 @@ def describe_uri(uri: str) -> str:
 
 
 def make_source(cfg: SourceConfig, catalogue: Catalogue | None = None,
-                model_size: tuple[int, int] | None = None) -> Source:
-    """Build (not open) the source a config names."""
+                model_size: tuple[int, int] | None = None, keep_aspect: bool = False) -> Source:
+    """Build (not open) the source a config names. A camera that can scale in hardware makes a
+    second, smaller image for a model of `model_size` (its aspect kept for letterboxing models)."""
     if not cfg.uri.strip():  # Path("") is the current directory: never play that by accident
         raise SourceError(f"source: empty (expected {EXPECTED})")
     kind = describe_uri(cfg.uri)
     if kind == "picam":
-        return PiCamera(cfg.width, cfg.height, cfg.fps, lores_size_for(model_size) if model_size else None)
+        lores = lores_size_for(model_size, (cfg.width, cfg.height) if keep_aspect else None) if model_size else None
+        return PiCamera(cfg.width, cfg.height, cfg.fps, lores)
     if kind == "demo":
         cat = catalogue or Catalogue.load()
         src = VideoFile(cat.resolve("demo").paths["video"], pace=cfg.pace, loop=True)
@@ -58,7 +60,7 @@ def make_source(cfg: SourceConfig, catalogue: Catalogue | None = None,
 
 
 def open_source(cfg: SourceConfig, catalogue: Catalogue | None = None,
-                model_size: tuple[int, int] | None = None) -> Source:
-    src = make_source(cfg, catalogue, model_size)
+                model_size: tuple[int, int] | None = None, keep_aspect: bool = False) -> Source:
+    src = make_source(cfg, catalogue, model_size, keep_aspect)
     src.open()
     return src

@@ -63,10 +63,17 @@ def yuv420_full_range_to_rgb(yuv: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(video, cv2.COLOR_YUV420p2RGB)
 
 
-def lores_size_for(model_size: tuple[int, int]) -> tuple[int, int]:
+def lores_size_for(model_size: tuple[int, int], frame_size: tuple[int, int] | None = None) -> tuple[int, int]:
     """Lores dimensions for a model input: width a multiple of 64 so rows carry no padding,
-    height even for 4:2:0 chroma."""
+    height even for 4:2:0 chroma. With `frame_size` (a letterboxing model), the frame's aspect is
+    kept, fitted inside the model's input, so that the ISP does not squash the picture before
+    the letterbox pads it; the ISP scales the whole field of view into lores either way, so
+    boxes map back to the main stream exactly."""
     w, h = model_size
+    if frame_size is not None:
+        fw, fh = frame_size
+        s = min(w / fw, h / fh)
+        w, h = max(1, round(fw * s)), max(1, round(fh * s))
     return (max(64, -(-w // 64) * 64), max(2, -(-h // 2) * 2))
 
 
