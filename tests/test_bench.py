@@ -104,6 +104,7 @@ def test_memory_soak_reports_rss_after_warmup_and_end():
     assert [s[0] for s in m["samples"]] == sorted(s[0] for s in m["samples"]) and m["samples"][-1][0] == 120
 
 
+@pytest.mark.slow
 def test_gating_on_still_clip_skips_and_motion_is_inferred():
     r = bench.run_bench(source=str(VTEST), threads="1", gating_seconds=2.0)
     g = r["gating"]

@@ -35,6 +35,7 @@ def short_clip(path: Path, frames: int = 60) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_open_events_end_when_the_file_ends(tmp_path):
     """Before: the events stayed open (count/person > 0, no "end") until the daemon was stopped."""
     clip = short_clip(tmp_path / "clip.avi")

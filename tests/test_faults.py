@@ -35,6 +35,7 @@ def snapshot_is_placeholder(d: DaemonProcess) -> bool:
     return status == 200 and img is not None and float(np.median(img)) < 60 and img.std() < 40
 
 
+@pytest.mark.slow
 def test_stream_source_drops_and_returns(tmp_path):
     cam = MjpegCamera(VTEST).start()
     cfg = write_config(tmp_path, "[pipeline]\nstall_timeout = 4.0\n")

@@ -34,6 +34,7 @@ def scores(d: DaemonProcess, path: str = "/api/detections") -> list[float]:
 
 # --- SIGHUP: a config reload --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sighup_applies_live_keys_and_refuses_the_others(tmp_path):
     """Before: SIGHUP ended the daemon by the default action (exit -1, no shutdown)."""
     cfg = tmp_path / "edgedetect.toml"

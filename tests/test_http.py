@@ -121,6 +121,7 @@ def test_max_viewers_then_503(daemon):
     assert all(v.status == 200 and v.frames > 0 for v in viewers)
 
 
+@pytest.mark.slow
 def test_slow_viewer_hurts_nobody(daemon):
     before = daemon.json("/api/stats")
     stuck = Viewer(daemon.port, read=False)

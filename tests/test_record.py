@@ -328,6 +328,7 @@ def test_vtest_events_zones_snapshots_clips(tmp_path: Path) -> None:
     assert len(rows) >= 10
 
 
+@pytest.mark.slow
 def test_nothing_written_while_nothing_happens(tmp_path: Path) -> None:
     store = tmp_path / "events"
     cfg = record_config(tmp_path, store, extra='labels = ["giraffe"]', loop=True)
