@@ -189,24 +189,20 @@ class YoloV8(YoloBase):
         q = self.raw_threshold(threshold)
         if q is None:
             return Candidates.empty()
-        if self.layout.channels_first:  # [4 + C, N]
-            best = out[4:].max(axis=0)
-            idx = np.flatnonzero(best >= q)
-            if idx.size == 0:
-                return Candidates.empty()
-            if (kept := cap(best[idx])) is not None:
-                idx = idx[kept]
-            classes = out[4:, idx].argmax(axis=0)
-            raw_boxes = out[:4, idx].T
-        else:  # [N, 4 + C]
-            best = out[:, 4:].max(axis=1)
-            idx = np.flatnonzero(best >= q)
-            if idx.size == 0:
-                return Candidates.empty()
-            if (kept := cap(best[idx])) is not None:
-                idx = idx[kept]
-            classes = out[idx, 4:].argmax(axis=1)
-            raw_boxes = out[idx, :4]
+        # [4 + C, N] is reduced along axis 0 as it lies: max() over a transposed view measured
+        # about 30% slower on 84 x 8400.
+        axis = 0 if self.layout.channels_first else 1
+        box_part, class_part = np.split(out, [4], axis=axis)
+        best = class_part.max(axis=axis)
+        idx = np.flatnonzero(best >= q)
+        if idx.size == 0:
+            return Candidates.empty()
+        if (kept := cap(best[idx])) is not None:
+            idx = idx[kept]
+        classes = class_part.take(idx, axis=1 - axis).argmax(axis=axis)
+        raw_boxes = box_part.take(idx, axis=1 - axis)
+        if axis == 0:
+            raw_boxes = raw_boxes.T
         return Candidates(xywh_to_xyxy(self.quant.real(raw_boxes)), self.quant.real(best[idx]), classes)
 
 
