@@ -12,6 +12,10 @@
 #   /var/lib/edgedetect/models           the model cache (the unit's StateDirectory)
 #   /etc/systemd/system/edgedetect.service
 #
+# The release comes from /etc/os-release (under --root: DIR/etc/os-release): Bookworm and Trixie
+# install the same apt packages; pip keeps to pyproject.toml's numpy/opencv pins for the Python
+# the release ships (3.11 with apt's numpy 1.x, 3.13 with numpy 2.x). A 32-bit OS is refused.
+#
 # Test flags: --root DIR installs into DIR instead of /; --no-apt, --no-systemctl, --no-user,
 # --no-pull skip the steps that need a real Pi; --allow-any-arch lifts the arm64 check;
 # --python PY picks the interpreter for the venv; --no-deps installs the project without its
@@ -38,13 +42,19 @@ MODELS_FROM=""
 WHEEL=""
 SOURCE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# The same names on Bookworm and Trixie (picamera2 and rpicam-apps from the Raspberry Pi archive).
 APT_PACKAGES=(python3-venv python3-pip python3-picamera2 python3-systemd python3-numpy rpicam-apps-lite)
+# Set by check_release from os-release: the codename, and that release's Python and numpy major.
+OS_CODENAME=""
+OS_PYTHON=""
+OS_NUMPY=""
 
 say() { printf 'edgedetect-install: %s\n' "$*"; }
 die() { printf 'edgedetect-install: error: %s\n' "$*" >&2; exit 1; }
+warn() { printf 'edgedetect-install: warning: %s\n' "$*" >&2; }
 
 usage() {
-    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -98,15 +108,47 @@ check_platform() {
     if [ "$ALLOW_ANY_ARCH" = 0 ]; then
         case "$machine/$bits/${dpkg_arch:-arm64}" in
             aarch64/64/arm64) ;;
-            armv*|*/32/*|*/armhf) die "32-bit OS ($machine, ${dpkg_arch:-?}): edgedetect needs 64-bit Raspberry Pi OS (arm64); flash the 64-bit Bookworm or Trixie image" ;;
+            armv*|*/32/*|*/armhf) die "32-bit OS ($machine, ${dpkg_arch:-?}): LiteRT (ai-edge-litert) has no 32-bit ARM wheels; install the 64-bit Raspberry Pi OS (Bookworm or Trixie, arm64)" ;;
             *) die "unsupported architecture $machine/${dpkg_arch:-?}: edgedetect installs on 64-bit Raspberry Pi OS (arm64)" ;;
         esac
     fi
+}
+
+os_release_field() {
+    sed -n "s/^$1=//p" "$2" | head -n1 | sed 's/^"\(.*\)"$/\1/'
+}
+
+check_release() {
+    local f="$ROOT/etc/os-release" name
+    if [ ! -r "$f" ] || [ -z "$(os_release_field VERSION_CODENAME "$f")" ]; then
+        say "os: no VERSION_CODENAME in $f: release not checked (edgedetect installs on Bookworm and Trixie)"
+        return
+    fi
+    OS_CODENAME="$(os_release_field VERSION_CODENAME "$f")"
+    name="$(os_release_field PRETTY_NAME "$f")"
+    case "$OS_CODENAME" in
+        bookworm) OS_PYTHON=3.11; OS_NUMPY=1 ;;
+        trixie) OS_PYTHON=3.13; OS_NUMPY=2 ;;
+        jessie|stretch|buster|bullseye)
+            die "${name:-$OS_CODENAME} is too old: edgedetect installs on 64-bit Raspberry Pi OS Bookworm or Trixie" ;;
+        *)
+            warn "${name:-$OS_CODENAME}: not a release edgedetect is tested on (Bookworm, Trixie); continuing"
+            return ;;
+    esac
+    say "os: ${name:-$OS_CODENAME}: Python $OS_PYTHON, numpy $OS_NUMPY.x from apt"
+}
+
+check_python() {
     [ -x "$PYTHON" ] || command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (install python3)"
     local ver
     ver="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" || die "$PYTHON does not run"
     if ! "$PYTHON" -c "import sys; sys.exit(sys.version_info[:2] < (${MIN_PY[0]}, ${MIN_PY[1]}))"; then
         die "Python $ver is too old: edgedetect needs Python ${MIN_PY[0]}.${MIN_PY[1]} or newer (Raspberry Pi OS Bookworm has 3.11, Trixie 3.13)"
+    fi
+    # apt's picamera2, simplejpeg and numpy are built for the release's own Python; pip picks numpy
+    # (1.x or 2.x) by the venv's Python.
+    if [ -n "$OS_PYTHON" ] && [ "$ver" != "$OS_PYTHON" ]; then
+        warn "$PYTHON is Python $ver, but $OS_CODENAME's is $OS_PYTHON (numpy $OS_NUMPY.x): apt's picamera2 may not load in the venv"
     fi
     [ -f "$SOURCE_DIR/pyproject.toml" ] || die "--source-dir $SOURCE_DIR: no pyproject.toml (expected the edgedetect source tree)"
 }
@@ -226,7 +268,7 @@ pull_model() {
     # service reads only the cache), otherwise the file is downloaded.
     EDGEDETECT_CACHE_DIR="$CACHE" EDGEDETECT_MODELS_DIR="$MODELS_FROM" "$VENV/bin/python" -I - "$MODEL" <<'PY'
 import os, shutil, sys
-from edgedetect.catalogue import Catalogue
+from edgedetect.detect.catalogue import Catalogue
 
 name = sys.argv[1]
 cat = Catalogue.load()
@@ -318,6 +360,8 @@ uninstall() {
 
 main() {
     check_platform
+    check_release
+    check_python
     if [ "$UNINSTALL" = 1 ]; then
         uninstall
         return

@@ -1,6 +1,6 @@
 """deploy/install.sh against a temporary root, with the apt, user and systemctl steps off:
 what lands where, idempotence (the tree hashes the same after a second run), a user's config
-kept, uninstall and purge, and the early refusals."""
+kept, uninstall and purge, on a Bookworm and a Trixie os-release, and the early refusals."""
 
 from __future__ import annotations
 
@@ -17,6 +17,21 @@ import pytest
 from conftest import MODELS, ROOT
 
 SCRIPT = ROOT / "deploy" / "install.sh"
+
+# /etc/os-release as 64-bit Raspberry Pi OS ships it (the Debian one), and what the installer
+# expects there: the release's Python and its apt numpy's major version.
+OS_RELEASES = {
+    "bookworm": ('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\n'
+                 'VERSION="12 (bookworm)"\nVERSION_CODENAME=bookworm\nID=debian\n', "3.11", "1"),
+    "trixie": ('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nNAME="Debian GNU/Linux"\nVERSION_ID="13"\n'
+               'VERSION="13 (trixie)"\nVERSION_CODENAME=trixie\nDEBIAN_VERSION_FULL=13.1\nID=debian\n', "3.13", "2"),
+}
+HOST_PY = "%d.%d" % sys.version_info[:2]
+
+
+def write_os_release(root: Path, text: str) -> None:
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/os-release").write_text(text)
 
 
 @pytest.fixture(scope="session")
@@ -53,17 +68,26 @@ def tree_hash(root: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_install_twice_then_uninstall_and_purge(tmp_path: Path, wheel: Path) -> None:
+@pytest.mark.parametrize("release", sorted(OS_RELEASES))
+def test_install_twice_then_uninstall_and_purge(tmp_path: Path, wheel: Path, release: str) -> None:
     root = tmp_path / "root"
     root.mkdir()
+    text, py, numpy_major = OS_RELEASES[release]
+    write_os_release(root, text)
     first = install(root, wheel)
     assert first.returncode == 0, first.stderr
+    # The release is read from the target root's os-release.
+    assert f"os: Debian GNU/Linux {12 if release == 'bookworm' else 13} ({release}): Python {py}, " \
+           f"numpy {numpy_major}.x from apt" in first.stdout
+    # The venv here is built from the test's Python: a mismatch with the release's is reported.
+    mismatch = f"is Python {HOST_PY}, but {release}'s is {py}"
+    assert (mismatch in first.stderr) == (HOST_PY != py), first.stderr
     # What lands where.
     venv = root / "opt/edgedetect/venv"
     assert (venv / "bin/edgedetect").is_file()
     assert f"#!{venv}/bin/python" in (venv / "bin/edgedetect").read_text().splitlines()[0]
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
-    r = subprocess.run([str(venv / "bin/python"), "-I", "-c", "import edgedetect.catalogue, edgedetect.service"],
+    r = subprocess.run([str(venv / "bin/python"), "-I", "-c", "import edgedetect.detect.catalogue, edgedetect.sinks.systemd"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     cache = root / "var/lib/edgedetect/models/ssd-mobilenet-v2-coco"
@@ -119,14 +143,58 @@ def _fake_bin(tmp_path: Path, **scripts: str) -> dict[str, str]:
     return {"PATH": f"{bindir}:{os.environ['PATH']}"}
 
 
-def test_refuses_a_32bit_os(tmp_path: Path) -> None:
-    env = _fake_bin(tmp_path, uname='echo armv7l', getconf='echo 32', dpkg='echo armhf')
+# A 32-bit kernel, and the 64-bit kernel that 32-bit Raspberry Pi OS boots on a Pi 4 (uname says
+# aarch64, the userland is armhf).
+@pytest.mark.parametrize("machine", ["armv7l", "aarch64"])
+def test_refuses_a_32bit_os(tmp_path: Path, machine: str) -> None:
+    env = _fake_bin(tmp_path, uname=f"echo {machine}", getconf="echo 32", dpkg="echo armhf")
     r = subprocess.run(["bash", str(SCRIPT), "--root", str(tmp_path), "--no-apt"], env={**os.environ, **env},
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
-    assert r.stderr.strip() == ("edgedetect-install: error: 32-bit OS (armv7l, armhf): edgedetect needs 64-bit "
-                                "Raspberry Pi OS (arm64); flash the 64-bit Bookworm or Trixie image")
+    assert r.stderr.strip() == (f"edgedetect-install: error: 32-bit OS ({machine}, armhf): LiteRT (ai-edge-litert) "
+                                "has no 32-bit ARM wheels; install the 64-bit Raspberry Pi OS (Bookworm or Trixie, "
+                                "arm64)")
     assert list(tmp_path.iterdir()) == [tmp_path / "bin"]  # nothing written
+
+
+def _checks_only(root: Path) -> subprocess.CompletedProcess[str]:
+    """The early checks, then an uninstall of nothing: no venv, no wheel needed."""
+    return subprocess.run(["bash", str(SCRIPT), "--root", str(root), "--no-systemctl", "--no-user",
+                           "--allow-any-arch", "--python", sys.executable, "--uninstall"],
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("release", sorted(OS_RELEASES))
+def test_reads_the_release_from_os_release(tmp_path: Path, release: str) -> None:
+    text, py, numpy_major = OS_RELEASES[release]
+    write_os_release(tmp_path, text)
+    r = _checks_only(tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].endswith(f"({release}): Python {py}, numpy {numpy_major}.x from apt")
+    if HOST_PY == py:
+        assert r.stderr == ""
+    else:
+        assert r.stderr.strip() == (f"edgedetect-install: warning: {sys.executable} is Python {HOST_PY}, but "
+                                    f"{release}'s is {py} (numpy {numpy_major}.x): apt's picamera2 may not load "
+                                    "in the venv")
+
+
+def test_release_unknown_old_and_absent(tmp_path: Path) -> None:
+    write_os_release(tmp_path, OS_RELEASES["trixie"][0].replace("trixie", "forky").replace("13", "14"))
+    r = _checks_only(tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "warning: Debian GNU/Linux 14 (forky): not a release edgedetect is tested on (Bookworm, Trixie)" in r.stderr
+
+    write_os_release(tmp_path, OS_RELEASES["bookworm"][0].replace("bookworm", "bullseye").replace("12", "11"))
+    r = _checks_only(tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("edgedetect-install: error: Debian GNU/Linux 11 (bullseye) is too old: edgedetect "
+                                "installs on 64-bit Raspberry Pi OS Bookworm or Trixie")
+
+    (tmp_path / "etc/os-release").unlink()
+    r = _checks_only(tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"os: no VERSION_CODENAME in {tmp_path}/etc/os-release: release not checked" in r.stdout
 
 
 def test_refuses_x86_without_flag_and_an_old_python(tmp_path: Path) -> None:
