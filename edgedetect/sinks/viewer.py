@@ -168,13 +168,22 @@ class _Server(HTTPServer):
                     time.sleep(POLL_S / 4)  # out of descriptors with nothing to free: do not spin
                 return
             sock.setblocking(False)
-            if len(self._pending) >= self.max_pending:
-                self.dropped["pushed_out"] += 1
-                self._drop(sel, self._victim())
+            self._make_room(sel)
             p = _Pending(sock, addr, time.monotonic() + self.request_timeout)
             self._pending[sock] = p
             sel.register(sock, selectors.EVENT_READ, p)
             self._read(sel, p)  # the request often comes with the connection
+
+    def _make_room(self, sel: selectors.BaseSelector) -> None:
+        """Below max_pending again: the victim's socket is read once more first, since a request
+        that arrived meanwhile (a viewer among many half-open connections from its own address)
+        is served, not pushed out."""
+        while len(self._pending) >= self.max_pending:
+            victim = self._victim()
+            self._read(sel, victim)
+            if victim.sock in self._pending:
+                self.dropped["pushed_out"] += 1
+                self._drop(sel, victim)
 
     def _victim(self) -> _Pending:
         """The oldest pending connection of the address that holds the most of them."""
