@@ -19,6 +19,8 @@ CONFIG_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--no-pace", "source.pace", {"action": "store_const", "const": False,
                                   "help": "read files as fast as possible, not at their frame rate"}),
     ("--loop", "source.loop", {"action": "store_const", "const": True, "help": "restart a file at its end"}),
+    ("--record", "record.enabled", {"action": "store_const", "const": True,
+                                    "help": "keep events on disk: snapshots, clips, history ([record] in the config)"}),
     ("--model", "model.path", {"help": "catalogue name or .tflite file"}),
     ("--labels", "model.labels", {"help": "labels file"}),
     ("--threads", "model.threads", {"type": int, "help": "interpreter threads (default: all cores but one)"}),

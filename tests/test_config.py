@@ -83,6 +83,17 @@ def test_cli_config_command(tmp_path):
     assert "port = 9000" in r.stdout and "threshold = 0.3" in r.stdout and 'allow = ["person", "dog"]' in r.stdout
 
 
+def test_record_flag_turns_the_event_store_on(tmp_path):
+    def record_enabled(*args: str) -> str:
+        r = run_cli("config", *args)
+        assert r.returncode == 0, r.stderr
+        section = r.stdout.split("[record]\n", 1)[1]
+        return section.split("\n", 1)[0]
+
+    assert record_enabled().startswith("enabled = false")  # off for a plain run
+    assert record_enabled("--record").startswith("enabled = true")
+
+
 def test_cli_config_error_is_one_line_exit_2(tmp_path):
     p = write(tmp_path, "[detect]\nmax_detection = 5\n")
     r = run_cli("run", "--config", str(p))
