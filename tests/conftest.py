@@ -21,6 +21,15 @@ VTEST = MEDIA / "vtest.avi"
 os.environ.setdefault("EDGEDETECT_MODELS_DIR", f"{MODELS}:{MEDIA}")
 
 
+def iou(a, b) -> float:
+    """Overlap of two (x0, y0, x1, y1) boxes, written plainly, independent of the package's own."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not DETECTOR.is_file():
         raise pytest.UsageError(f"{DETECTOR} missing: the tests need ../shared (see ../shared/README.md)")

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import psutil
 import pytest
-from conftest import MEDIA, ROOT, VTEST
+from conftest import MEDIA, ROOT, VTEST, iou
 from daemonproc import DaemonProcess
 from mjpegserver import MjpegCamera
 
@@ -423,14 +423,6 @@ def test_daemon_keeps_an_mjpeg_connection_through_bad_parts(tmp_path):
 def _frame_size(d: DaemonProcess) -> tuple[int, int]:
     det = d.json("/api/detections")
     return det.get("width"), det.get("height")
-
-
-def iou(a: list[int], b: list[int]) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
 
 
 @pytest.mark.timeout(120)

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import CLASSIFIER, COCO_LABELS, DETECTOR, IMAGENET_LABELS, MEDIA
+from conftest import CLASSIFIER, COCO_LABELS, DETECTOR, IMAGENET_LABELS, MEDIA, iou
 from edgedetect.errors import ModelError
 from edgedetect.detect.labels import read_labels
 from edgedetect.detect.describe import describe_model
@@ -25,14 +25,6 @@ _GOLDEN_DIR = Path(__file__).parent / "golden"
 _ARCH = platform.machine() if (_GOLDEN_DIR / f"detections.{platform.machine()}.json").exists() else "x86_64"
 GOLDEN = json.loads((_GOLDEN_DIR / f"detections.{_ARCH}.json").read_text())
 STABLE_SCORE = 0.6  # detections near the 0.5 threshold may come and go across runtimes
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def detect(model, name: str, threshold: float = 0.5):

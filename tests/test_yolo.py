@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import COCO_LABELS, DETECTOR, MEDIA, MODELS, VTEST
+from conftest import COCO_LABELS, DETECTOR, MEDIA, MODELS, VTEST, iou
 from daemonproc import DaemonProcess
 from edgedetect.config import ModelConfig
 from edgedetect.detect.families import FAMILIES, load_model
@@ -88,14 +88,6 @@ def vtest_frames(indices=(0, 140, 280, 420, 560, 700)) -> list[np.ndarray]:
     finally:
         cap.release()
     return frames
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def labels_of(dets, threshold: float = 0.0) -> list[str]:
