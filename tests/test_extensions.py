@@ -11,8 +11,8 @@ import pytest
 
 from edgedetect.config import Config
 from edgedetect.extensions import Registration, attach_all
-from edgedetect.pipeline.builder import FrameListeners
 from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.pipeline.listeners import Listeners
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.pipeline.state import SourceState, SourceStatus
 from edgedetect.pipeline.stats import PipelineStats
@@ -62,7 +62,7 @@ def test_a_failing_result_listener_stops_no_other(caplog):
 
 
 def test_a_failing_frame_listener_stops_no_other():
-    listeners = FrameListeners()
+    listeners: Listeners[Frame] = Listeners("frame listener")
     seen = []
     listeners.add(lambda f: 1 / 0)
     listeners.add(seen.append)

@@ -71,6 +71,8 @@ def check_pin(files: ModelFiles, content: bytes) -> None:
 def labels_candidates(model: Path) -> list[Path]:
     stem = model.with_suffix("")
     return [Path(f"{stem}.txt"), Path(f"{stem}_labels.txt"), Path(f"{stem}.labels.txt"), model.parent / "labels.txt"]
+
+
 def load_configured(mc: ModelConfig, files: ModelFiles, threads: int | None = None) -> Model:
     """The model that [model] describes, on the CPU or its accelerator."""
     model = load_model(files.model, files.labels, threads if threads is not None else (mc.threads or None),

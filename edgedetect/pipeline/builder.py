@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from edgedetect import clock
 from edgedetect.detect.model import DetectFilter, Model
 from edgedetect.pipeline.capture import CaptureThread
 from edgedetect.pipeline.frames import Frame, Result
 from edgedetect.pipeline.health import Progress, progress
+from edgedetect.pipeline.listeners import Listeners
 from edgedetect.pipeline.motion import MotionGate
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.pipeline.report import Sink, StatsReporter, log_sink
@@ -48,39 +49,18 @@ class PipelineOptions:
     report_sinks: tuple[Sink, ...] = (log_sink,)
 
 
-class FrameListeners:
-    """Every captured frame to each listener, on the capture thread; one listener's error
-    neither stops capture nor the other listeners."""
-
-    def __init__(self) -> None:
-        self._fns: list[Callable[[Frame], None]] = []
-        self.errors = 0
-
-    def add(self, fn: Callable[[Frame], None]) -> None:
-        self._fns.append(fn)
-
-    def __call__(self, frame: Frame) -> None:
-        for fn in self._fns:
-            try:
-                fn(frame)
-            except Exception:  # noqa: BLE001 - a broken sink must not stop capture
-                self.errors += 1
-                if self.errors == 1:
-                    log.exception("frame listener %r failed (further failures counted)", fn)
-
-
 class Pipeline:
     def __init__(self, model: Model, make_source: Callable[[], Source], opts: PipelineOptions = PipelineOptions(),
-                 source: Source | None = None, motion: MotionGate | None = None, source_name: str = ""):
+                 source: Source | None = None, motion: MotionGate | None = None):
         self.model = model
         self.opts = opts
         self._make_source = make_source
         self.slot: LatestSlot[Frame] = LatestSlot()
         self.stats = PipelineStats(opts.stats_window, opts.sysfs_root, dropped=lambda: self.slot.dropped,
                                    procfs_root=opts.procfs_root)
-        self.stats.source.name = source_name or (source.name if source is not None else "")
+        self.stats.source.name = source.name if source is not None else ""
         self.publisher = Publisher(self.stats, opts.jpeg_quality, banner=self.stats.banner)
-        self.frames = FrameListeners()
+        self.frames: Listeners[Frame] = Listeners("frame listener")
         self.first_result = threading.Event()
         self.publisher.add_listener(lambda r: self.first_result.set())
         self.reporter = StatsReporter(self.stats, opts.stats_interval, list(opts.report_sinks))
@@ -88,7 +68,6 @@ class Pipeline:
                                       opts.max_failures, motion=motion)
         self.capture = CaptureThread(make_source, self.slot, self.stats, source=source, on_frame=self.frames)
         self.source_restarts = 0
-        self._running = False
 
     def add_result_listener(self, fn: Callable[[Result], None]) -> None:
         """Called on the inference thread with every published result; must return at once."""
@@ -102,7 +81,6 @@ class Pipeline:
         self.worker.start()
         self.capture.start()
         self.reporter.start()
-        self._running = True
 
     def stop(self) -> None:
         """Tell every stage to stop (returns at once; join waits)."""
@@ -151,6 +129,3 @@ class Pipeline:
         """While the source is away, viewers see a card instead of the last frame frozen."""
         if self.stats.source_state in (SourceState.RECONNECTING, SourceState.FAILED) and not self.publisher.placeholder:
             self.publisher.publish_placeholder(f"no signal: {self.stats.source_state}")
-
-    def figures(self) -> dict[str, Any]:
-        return self.stats.snapshot()

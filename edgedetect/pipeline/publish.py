@@ -15,6 +15,7 @@ import cv2
 from edgedetect import clock
 from edgedetect.pipeline.annotate import annotated, no_signal
 from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.pipeline.listeners import Listeners
 from edgedetect.pipeline.stats import PipelineStats
 
 log = logging.getLogger("edgedetect.pipeline.publish")
@@ -35,13 +36,16 @@ class Publisher:
         self._jpeg = b""
         self.encoded = 0  # JPEGs made; one per published result at most, however many viewers
         self.placeholder = False  # the newest "frame" is a no-signal card, not a camera frame
-        self._listeners: list[Listener] = []
-        self.listener_errors = 0
+        self._listeners: Listeners[Result] = Listeners("result listener")
         self._closed = False
 
     def add_listener(self, fn: Listener) -> None:
         """Called in the inference thread with every result; must return quickly."""
-        self._listeners.append(fn)
+        self._listeners.add(fn)
+
+    @property
+    def listener_errors(self) -> int:
+        return self._listeners.errors
 
     def publish(self, result: Result) -> None:
         with self._cond:
@@ -50,13 +54,7 @@ class Publisher:
             self.placeholder = False
             self._cond.notify_all()
         self._stats.published_frame(clock.now(), result.frame.t_capture)
-        for fn in self._listeners:
-            try:
-                fn(result)
-            except Exception:  # noqa: BLE001 - a failing sink must not stop detection or the other sinks
-                self.listener_errors += 1
-                if self.listener_errors == 1:
-                    log.exception("result listener %r failed (further failures counted in listener_errors)", fn)
+        self._listeners(result)
 
     def publish_placeholder(self, text: str, size: tuple[int, int] | None = None) -> None:
         """Show a card (\"no signal\") to viewers while the source is away."""
