@@ -26,6 +26,7 @@ from importlib import resources
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from edgedetect import clock
 from edgedetect.config import HttpConfig
 from edgedetect.errors import UserError, shorten
 from edgedetect.pipeline.publish import Publisher
@@ -137,7 +138,7 @@ class _Server(HTTPServer):
                         self._accept(sel)
                     else:
                         self._read(sel, key.data)
-                now = time.monotonic()
+                now = clock.now()
                 for p in [p for p in self._pending.values() if p.deadline <= now]:
                     self.dropped["expired"] += 1
                     self._drop(sel, p)
@@ -169,7 +170,7 @@ class _Server(HTTPServer):
                 return
             sock.setblocking(False)
             self._make_room(sel)
-            p = _Pending(sock, addr, time.monotonic() + self.request_timeout)
+            p = _Pending(sock, addr, clock.now() + self.request_timeout)
             self._pending[sock] = p
             sel.register(sock, selectors.EVENT_READ, p)
             self._read(sel, p)  # the request often comes with the connection
@@ -270,7 +271,7 @@ class _HeadReader(io.RawIOBase):
             self._head = self._head[n:]
             return n
         if self.deadline is not None:
-            left = self.deadline - time.monotonic()
+            left = self.deadline - clock.now()
             if left <= 0:
                 raise TimeoutError("request head not complete within the deadline")
             self._sock.settimeout(min(left, self._timeout))

@@ -26,11 +26,11 @@ import re
 import socket
 import ssl
 import threading
-import time
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
+from edgedetect import clock
 from edgedetect.errors import SourceError
 from edgedetect.sources.base import Capture
 from edgedetect.sources.decode import BadImage, decode, jpeg_complete
@@ -150,7 +150,7 @@ class MjpegStream:
             sock.close()
             raise SourceError(f"{where} ({e})") from None
         self._sock, self._buf = sock, bytearray()
-        self._deadline = time.monotonic() + self.timeout
+        self._deadline = clock.now() + self.timeout
         try:
             self._read_response()
         except BaseException:
@@ -182,7 +182,7 @@ class MjpegStream:
         assert self._sock is not None
         if self._stop.is_set():
             raise _Interrupted
-        if time.monotonic() > self._deadline:  # bytes trickle in, but no frame: a stall all the same
+        if clock.now() > self._deadline:  # bytes trickle in, but no frame: a stall all the same
             raise SourceError(f"{redact(self.uri)}: no complete frame for {self.timeout:.0f} s")
         try:
             chunk = self._sock.recv(_RECV)
@@ -300,7 +300,7 @@ class MjpegStream:
 
     def _next(self) -> Capture | None:
         """The next good frame; None when interrupted."""
-        self._deadline = time.monotonic() + self.timeout
+        self._deadline = clock.now() + self.timeout
         corrupt = 0
         try:
             while True:
@@ -310,7 +310,7 @@ class MjpegStream:
                 except BadImage as e:
                     corrupt += 1
                     self._corrupt(str(e) if body else "empty part")
-                    if time.monotonic() > self._deadline:
+                    if clock.now() > self._deadline:
                         raise SourceError(f"{redact(self.uri)}: no good frame for {self.timeout:.0f} s "
                                           f"({corrupt} corrupt parts; last: {e})") from None
                     continue
