@@ -21,9 +21,10 @@ import pytest
 
 from conftest import VTEST
 from daemonproc import DaemonProcess
+from recordkit import HALL_ZONE, fill, record_config, tmpfs
 from edgedetect.pipeline.frames import Frame
-from edgedetect.sinks.events.store import (CLIP, CROP, SNAPSHOT, EventStore, StorageFull, event_json,
-                                           write_atomic)
+from edgedetect.sinks.events.ondisk import CLIP, CROP, SNAPSHOT, StorageFull, write_atomic
+from edgedetect.sinks.events.store import EventStore, event_json
 
 av = pytest.importorskip("av")
 
@@ -39,33 +40,6 @@ def vtest_frames(n: int) -> list[np.ndarray]:
         frames.append(img)
     cap.release()
     return frames
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str):
-    """A really small file system of its own (root only)."""
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
-                       text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(path: Path) -> Path:
-    """Fill the file system holding `path` to the last byte."""
-    filler = path / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    return filler
 
 
 def listed_files_complete(root: Path) -> tuple[int, int]:
@@ -122,10 +96,11 @@ def test_store_query_filters_get_delete(tmp_path: Path) -> None:
     assert j["snapshot"] == "/events/1030.000-4/snapshot.jpg" and j["clip"] is None
     assert store.get("1000.000-1").end is None  # still going on
     # files are served only for listed events, by fixed names
-    assert store.file("1000.000-1", SNAPSHOT) == tmp_path / "ev" / "1000.000-1" / SNAPSHOT
-    assert store.file("1000.000-1", CLIP) is None  # no clip yet
-    assert store.file("1000.000-1", "index.sqlite3") is None
-    assert store.file("../ev", SNAPSHOT) is None and store.get("1000.000-1/..") is None
+    with store.open("1000.000-1", SNAPSHOT) as f:
+        assert f.read() == (tmp_path / "ev" / "1000.000-1" / SNAPSHOT).read_bytes()
+    assert store.open("1000.000-1", CLIP) is None  # no clip yet
+    assert store.open("1000.000-1", "index.sqlite3") is None
+    assert store.open("../ev", SNAPSHOT) is None and store.get("1000.000-1/..") is None
     with pytest.raises(ValueError):
         store.folder("../../etc")
     assert store.delete("1010.000-2") and not (tmp_path / "ev" / "1010.000-2").exists()
@@ -164,14 +139,14 @@ def test_recovery_after_a_kill(tmp_path: Path) -> None:
     add(store, "1001.000-2")
     store.update("1001.000-2", 0.9, 1004.0, [], 30)  # seen until 1004, still live at the kill
     (root / "1001.000-2" / ".clip.mp4.tmp").write_bytes(b"half a clip")  # the recorder was writing
-    (root / "1002.000-3").mkdir()  # a folder whose row never committed
+    (root / "1002.000-3").mkdir()  # a folder whose event.json and row never committed
     (root / "1002.000-3" / SNAPSHOT).write_bytes(JPEG)
     (root / "1000.000-1" / CROP).unlink()  # a file lost (power cut before its rename was on disk)
     del store  # no close: as after SIGKILL
     again = EventStore(root)
-    assert again.recovered == {"closed": 2, "removed_files": 2, "fixed": 1}
+    assert again.recovered == {"closed": 2, "removed_files": 2, "fixed": 1, "reindexed": 0}
     assert again.get("1001.000-2").end == 1004.0  # closed at its last sighting
-    assert again.get("1000.000-1").snapshot_bytes == 0 and again.file("1000.000-1", SNAPSHOT) is None
+    assert again.get("1000.000-1").snapshot_bytes == 0 and again.open("1000.000-1", SNAPSHOT) is None
     assert not (root / "1002.000-3").exists() and not (root / "1001.000-2" / ".clip.mp4.tmp").exists()
 
 
@@ -247,32 +222,6 @@ def test_preroll_is_bounded_in_bytes() -> None:
 
 
 # --- the daemon --------------------------------------------------------------------------------
-
-HALL_ZONE = [[0.0, 0.45], [0.55, 0.45], [0.55, 1.0], [0.0, 1.0]]  # the lower left: the path in front
-
-
-def record_config(tmp: Path, store: Path, *, extra: str = "", source: str = str(VTEST), pace: bool = True,
-                  loop: bool = False, stats: float = 1.0) -> Path:
-    cfg = tmp / "edgedetect.toml"
-    cfg.write_text(f"""
-[source]
-uri = "{source}"
-pace = {str(pace).lower()}
-loop = {str(loop).lower()}
-[http]
-port = 0
-[stats]
-interval = {stats}
-[record]
-enabled = true
-dir = "{store}"
-{extra}
-[[zones]]
-name = "front"
-polygon = {json.dumps(HALL_ZONE)}
-""")
-    return cfg
-
 
 @pytest.mark.slow
 def test_vtest_events_zones_snapshots_clips(tmp_path: Path) -> None:
@@ -464,12 +413,17 @@ def test_recorder_cost_on_inference_rate(tmp_path: Path) -> None:
     assert on >= 0.95 * off
 
 
-def test_unusable_dir_is_one_line(tmp_path: Path) -> None:
+def test_unusable_dir_is_one_line_and_detection_goes_on(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     cfg = record_config(tmp_path, blocker / "events")
-    r = subprocess.run([sys.executable, "-m", "edgedetect", "run", "--config", str(cfg)], capture_output=True,
-                       text=True, timeout=60)
-    errors = [ln for ln in r.stderr.splitlines() if "error:" in ln]
-    assert r.returncode == 2 and len(errors) == 1 and "record.dir: cannot keep events in" in errors[0], r.stderr
-    assert "Traceback" not in r.stderr
+    with DaemonProcess("run", "--config", str(cfg)) as d:
+        d.wait_for(lambda: d.json("/api/stats")["frames_inferred"] > 5)
+        rec = d.json("/api/events")["record"]
+        health = d.get("/healthz")[0]
+        code, _ = d.terminate()
+        out = d.output()
+    warnings = [ln for ln in out.splitlines() if "WARNING" in ln and "record" in ln]
+    assert code == 0 and health == 200 and "Traceback" not in out
+    assert len(warnings) == 1 and f"record.dir: cannot keep events in {blocker / 'events'}" in warnings[0], out
+    assert rec["paused"] and "Not a directory" in rec["reason"]

@@ -10,7 +10,9 @@
 
 No request names a file: the path gives an event id, checked against the id pattern and looked
 up in the index, and one of three fixed file names; anything else is a 404 before the disk is
-touched. `since` and `until` are wall-clock seconds since the epoch.
+touched, and a file is opened without following links. `since` and `until` are wall-clock
+seconds since the epoch. While the store cannot be used, the lists are empty and `record.reason`
+says why.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from __future__ import annotations
 import json
 import math
 from importlib import resources
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgedetect.config import Config
-from edgedetect.sinks.events.store import CLIP, CROP, ID_RE, SNAPSHOT, EventStore, event_json
+from edgedetect.sinks.events.ondisk import CLIP, CROP, ID_RE, SNAPSHOT
+from edgedetect.sinks.events.store import event_json
 from edgedetect.sinks.viewer import Request, Response
+
+if TYPE_CHECKING:
+    from edgedetect.sinks.events.record import Recording
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -38,10 +44,9 @@ def _error(status: int, message: str) -> Response:
 
 
 class History:
-    def __init__(self, store: EventStore, cfg: Config, stats: Callable[[], dict[str, Any]]):
-        self.store = store
+    def __init__(self, recording: "Recording", cfg: Config):
+        self.recording = recording
         self.cfg = cfg
-        self.stats = stats
         self.page = resources.files("edgedetect.sinks").joinpath("static/events.html").read_bytes()
 
     def register(self, add_route: Callable[..., None]) -> None:
@@ -67,25 +72,27 @@ class History:
             return _error(400, f"limit: expected 0 to {MAX_LIMIT}")
         if any(v is not None and not math.isfinite(v) for v in (since, until)):
             return _error(400, "since, until: expected finite numbers")
-        events = self.store.query(q.get("label") or None, q.get("zone") or None, since, until, limit)
+        store = self.recording.store
+        events = store.query(q.get("label") or None, q.get("zone") or None, since, until, limit) if store else []
         return _json(200, {
             "events": [event_json(e) for e in events],
             "count": len(events),
-            "total": self.store.count(),
+            "total": store.count() if store else 0,
             "zones": [z.name for z in self.cfg.zones],
             "labels": sorted(self.cfg.record.labels),
-            "record": self.stats(),
+            "record": self.recording.stats(),
         })
 
     def one_event(self, req: Request) -> Response:
         event_id = req.path[len("/api/events/"):]
-        if not ID_RE.fullmatch(event_id):
+        store = self.recording.store
+        if store is None or not ID_RE.fullmatch(event_id):
             return _error(404, "no such event")
         if req.method == "DELETE":
-            if self.store.delete(event_id):
+            if store.delete(event_id):
                 return _json(200, {"deleted": event_id})
             return _error(404, "no such event")
-        ev = self.store.get(event_id)
+        ev = store.get(event_id)
         if ev is None:
             return _error(404, "no such event")
         return _json(200, event_json(ev))
@@ -94,11 +101,10 @@ class History:
         parts = req.path[len("/events/"):].split("/")
         if len(parts) != 2 or not ID_RE.fullmatch(parts[0]) or parts[1] not in TYPES:
             return _error(404, "not found")
-        path = self.store.file(parts[0], parts[1])
-        if path is None:
+        store = self.recording.store
+        f = store.open(parts[0], parts[1]) if store else None
+        if f is None:
             return _error(404, "not found")
-        try:
-            body = path.read_bytes()
-        except OSError:  # deleted by retention in between
-            return _error(404, "not found")
+        with f:
+            body = f.read()
         return Response(200, body, TYPES[parts[1]])

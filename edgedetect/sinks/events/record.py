@@ -11,13 +11,17 @@ snapshot a message refers to is on disk (renamed into place, fsync'ed) when the 
 
 Storage never stops detection: below min_free_mb (checked every few seconds, and at once after
 a write that failed for want of space) recording pauses with one warning and resumes by itself
-when there is room again; events that start meanwhile are counted, not kept.
+when there is room again; events that start meanwhile are counted, not kept. A folder the store
+cannot use (it holds files edgedetect did not make, or it cannot be created) and writes that fail
+for any other reason (a read-only or vanished drive) pause it the same way: one warning with the
+reason, shown in stats and on /events, and attempts again at growing intervals until one works.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +32,11 @@ import numpy as np
 
 from edgedetect import clock
 from edgedetect.config import Config
-from edgedetect.errors import UserError
 from edgedetect.pipeline.annotate import draw_result
 from edgedetect.pipeline.frames import Detection, Frame, Result
 from edgedetect.sinks.events import recorder as clips
-from edgedetect.sinks.events.store import EventStore, StorageFull, is_full
+from edgedetect.sinks.events.ondisk import NotOurs, StorageFull, is_full
+from edgedetect.sinks.events.store import EventStore
 from edgedetect.sinks.events.tracker import TrackEvent
 
 log = logging.getLogger("edgedetect.sinks.events.record")
@@ -40,6 +44,8 @@ log = logging.getLogger("edgedetect.sinks.events.record")
 SPACE_CHECK_S = 2.0  # statvfs this often while events come
 FULL_HEADROOM = 1e6  # after a write failed for want of space, resume with this much more room than then
 RETENTION_S = 60.0  # age-based retention this often
+RETRY_S = (5.0, 300.0)  # first and longest wait before opening or writing to a failed store again
+STORE_ERRORS = (OSError, sqlite3.Error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +93,7 @@ class Recording:
         rc = cfg.record
         self.rc = rc
         self.labels = frozenset(rc.labels)
-        root = Path(rc.dir).expanduser()
-        try:
-            self.store = EventStore(root, rc.max_mb * 1e6, rc.max_days * 86400.0)
-        except (OSError, Exception) as e:  # sqlite3.Error too: an unusable directory
-            raise UserError(f"record.dir: cannot keep events in {root} ({e}); "
-                            "choose a writable [record] dir") from None
+        self.root = Path(rc.dir).expanduser()
         self._jpeg = [int(cv2.IMWRITE_JPEG_QUALITY), int(cfg.http.jpeg_quality)]
         self.min_free = rc.min_free_mb * 1e6
         self.recorder: clips.ClipRecorder | None = None
@@ -106,8 +107,11 @@ class Recording:
                 self.recorder = clips.ClipRecorder(rc.pre_s, rc.post_s, rc.max_clip_s, self._clip_done)
         self._lock = threading.Lock()
         self._live: dict[str, _Live] = {}
-        self.paused = False
+        self.paused = False  # for want of space
         self.pauses = 0
+        self.fault = ""  # why the store cannot be used now ("" while it can)
+        self._retry_at = 0.0
+        self._retry_s = RETRY_S[0]
         self.free_bytes = -1
         self._next_space = 0.0
         self._resume_free = 0.0  # set by a failed write: the free bytes needed to resume
@@ -116,6 +120,56 @@ class Recording:
         self.skipped = 0  # events not kept: recording paused
         self.write_errors = 0
         self.bytes_written = 0
+        self.store: EventStore | None = None
+        self._open(clock.now())
+
+    # --- a store that cannot be used ----------------------------------------------------------
+
+    def _open(self, now: float) -> None:
+        try:
+            self.store = EventStore(self.root, self.rc.max_mb * 1e6, self.rc.max_days * 86400.0)
+        except NotOurs as e:
+            self._set_fault(now, f"record.dir: {e}; recording is off: choose an empty or new folder, such as "
+                                 f"{self.root / 'edgedetect'}")
+        except STORE_ERRORS as e:
+            self._set_fault(now, f"record.dir: cannot keep events in {self.root} ({_reason(e)})")
+        else:
+            self._clear_fault(f"record: the event store in {self.root} is open")
+
+    def _failed(self, e: BaseException) -> None:
+        """A write failed for a reason other than space: pause until a probe write works."""
+        with self._lock:
+            self.write_errors += 1
+        if not self.fault:
+            self._set_fault(clock.now(), f"record: writes to {self.root} fail ({_reason(e)})")
+
+    def _set_fault(self, now: float, reason: str) -> None:
+        if reason != self.fault:
+            log.warning("%s; recording paused, detection, the viewer and MQTT go on", reason)
+        with self._lock:
+            self.fault = reason
+        self._retry_at = now + self._retry_s
+        self._retry_s = min(RETRY_S[1], self._retry_s * 2)
+
+    def _clear_fault(self, message: str) -> None:
+        if self.fault:
+            log.info("%s: recording resumed", message)
+        with self._lock:
+            self.fault = ""
+        self._retry_s = RETRY_S[0]
+
+    def _retry(self, now: float) -> None:
+        if now < self._retry_at:
+            return
+        if self.store is None:
+            self._open(now)
+            return
+        try:
+            self.store.probe()
+        except STORE_ERRORS as e:
+            self._set_fault(now, self.fault or _reason(e))
+            return
+        self._clear_fault(f"record: writes to {self.root} work again")
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -125,7 +179,7 @@ class Recording:
         if self.recorder is not None:
             hooks.on_frame(self.recorder.on_frame)
         hooks.add_figures("record", self.stats)
-        History(self.store, hooks.cfg, self.stats).register(hooks.add_route)
+        History(self, hooks.cfg).register(hooks.add_route)
 
     def wants(self, label: str) -> bool:
         return not self.labels or label in self.labels
@@ -146,10 +200,14 @@ class Recording:
     def stats(self) -> dict[str, Any]:
         """Under "record" in /api/stats and the log line: few keys, flat."""
         with self._lock:
+            reason = self.fault or (f"{self.free_bytes / 1e6:.0f} MB free in {self.root}, below min_free_mb = "
+                                    f"{self.rc.min_free_mb:g}" if self.paused else None)
             out: dict[str, Any] = {
-                "paused": self.paused, "pauses": self.pauses, "free_mb": round(self.free_bytes / 1e6, 1) if self.free_bytes >= 0 else None,
+                "paused": self.paused or bool(self.fault), "reason": reason, "pauses": self.pauses,
+                "free_mb": round(self.free_bytes / 1e6, 1) if self.free_bytes >= 0 else None,
                 "events_stored": self.stored, "events_skipped": self.skipped, "write_errors": self.write_errors,
-                "mb_written": round(self.bytes_written / 1e6, 2), "deleted": self.store.deleted,
+                "mb_written": round(self.bytes_written / 1e6, 2),
+                "deleted": self.store.deleted if self.store is not None else 0,
             }
         if self.recorder is not None:
             out.update(self.recorder.stats())
@@ -158,11 +216,14 @@ class Recording:
     # --- space ------------------------------------------------------------------------------------
 
     def _space_ok(self, now: float) -> bool:
+        """The store can be written and has room."""
+        if self.fault:
+            return False
         if now < self._next_space:
             return not self.paused
         self._next_space = now + SPACE_CHECK_S
         try:
-            free = shutil.disk_usage(self.store.root).free
+            free = shutil.disk_usage(self.root).free
         except OSError:
             free = 0
         ok = free >= max(self.min_free, self._resume_free)
@@ -176,10 +237,10 @@ class Recording:
                 self.pauses += 1
         if self.paused and not was:
             log.warning("record: %.0f MB free in %s (min_free_mb = %g)%s: recording paused; detection, the "
-                        "viewer and MQTT go on", free / 1e6, self.store.root, self.rc.min_free_mb,
+                        "viewer and MQTT go on", free / 1e6, self.root, self.rc.min_free_mb,
                         ", and a write failed for want of space" if self._resume_free else "")
         elif was and not self.paused:
-            log.info("record: %.0f MB free in %s: recording resumed", free / 1e6, self.store.root)
+            log.info("record: %.0f MB free in %s: recording resumed", free / 1e6, self.root)
         return ok
 
     def _full(self, e: BaseException) -> None:
@@ -187,7 +248,7 @@ class Recording:
         clearly more room than now."""
         now = clock.now()
         try:
-            free = shutil.disk_usage(self.store.root).free
+            free = shutil.disk_usage(self.root).free
         except OSError:
             free = 0
         self._resume_free = max(self.min_free, free + FULL_HEADROOM)
@@ -197,7 +258,12 @@ class Recording:
         self._space_ok(now)
 
     def tick(self, now: float) -> None:
-        """Events thread, every loop: space, and age-based retention now and then."""
+        """Events thread, every loop: a failed store tried again, space, and age-based retention
+        now and then."""
+        if self.fault:
+            self._retry(now)
+            if self.fault:
+                return
         self._space_ok(now)
         if now >= self._next_retention:
             self._next_retention = now + RETENTION_S
@@ -206,8 +272,12 @@ class Recording:
     def _retention(self) -> None:
         with self._lock:
             live = list(self._live)
+        if self.store is None or self.fault:
+            return
         try:
             self.store.enforce(live=live)
+        except STORE_ERRORS as e:
+            self._failed(e)
         except Exception:  # noqa: BLE001 - never stop events for it
             log.exception("record: retention failed")
 
@@ -220,7 +290,7 @@ class Recording:
             if ev.kind == "start":
                 return self._start(ev, event_id, zones, best, now)
             live = self._live.get(event_id)
-            if live is None:
+            if live is None or self.store is None or self.fault:
                 return {}
             pictures = None
             if best is not None and best.score > live.written_score and self._space_ok(now):
@@ -246,6 +316,9 @@ class Recording:
         except StorageFull as e:
             self._full(e)
             return {}
+        except STORE_ERRORS as e:
+            self._failed(e)
+            return {}
         except Exception:  # noqa: BLE001 - a broken store must not stop MQTT or tracking
             with self._lock:
                 self.write_errors += 1
@@ -254,7 +327,7 @@ class Recording:
 
     def _start(self, ev: TrackEvent, event_id: str, zones: Sequence[str], best: Best | None,
                now: float) -> dict[str, Any]:
-        if best is None or not self._space_ok(now):
+        if best is None or self.store is None or not self._space_ok(now):
             with self._lock:
                 self.skipped += 1
             return {}
@@ -287,10 +360,26 @@ class Recording:
             if e is not None and (is_full(e) or "No space" in str(e)):
                 self._full(e)
                 log.warning("record: the clip of %s was abandoned: %s", event_id, e)
+            elif isinstance(e, STORE_ERRORS):
+                self._failed(e)
             elif e is not None:
                 log.warning("record: the clip of %s failed: %s", event_id, e)
             return
-        size = path.stat().st_size
-        if self.store.add_clip(event_id, path, wall(t0), wall(t1)):
-            self._count_bytes(size)
-            self._retention()
+        if self.store is None:
+            return
+        try:
+            size = path.stat().st_size
+            if self.store.add_clip(event_id, path, wall(t0), wall(t1)):
+                self._count_bytes(size)
+                self._retention()
+        except StorageFull as e:
+            self._full(e)
+        except STORE_ERRORS as e:
+            self._failed(e)
+
+
+def _reason(e: BaseException) -> str:
+    """An error as one short, stable line (no file names, which differ from write to write)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__

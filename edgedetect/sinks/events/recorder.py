@@ -359,7 +359,7 @@ class ClipRecorder(StageThread):
             clip.out.close()
             if clip.packets == 0:
                 raise RuntimeError("no video in the clip")
-            from edgedetect.sinks.events.store import fsync_file
+            from edgedetect.sinks.events.ondisk import fsync_file
 
             fsync_file(clip.path)
         except Exception as e:  # noqa: BLE001

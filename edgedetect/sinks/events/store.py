@@ -1,21 +1,21 @@
-"""The event store on disk: one folder per event and an index in SQLite (WAL).
-
-    DIR/index.sqlite3          the index (plus -wal and -shm while open)
-    DIR/<id>/snapshot.jpg      the best-scoring frame, boxes drawn
-    DIR/<id>/crop.jpg          the object with some surroundings
-    DIR/<id>/clip.mp4          pre_s before the start to post_s after the end
+"""The event store: one folder per event (see ondisk.py for what is on disk) and an index in
+SQLite (WAL).
 
 An event id is its start (wall-clock seconds, three decimals) and its number since the daemon
 started, e.g. `1732712345.123-7`; ids are checked against ID_RE before they are used in a path,
-and a file is served only when the index lists it.
+and a file is served only when the index lists it, opened without following links.
 
 Every file is written to a hidden temporary name in the same folder, fsync'ed and then renamed
 over its final name, and the index refers to it only after the rename: a full disk, a pulled
 power plug or a SIGKILL leaves at worst a temporary file (deleted at the next start), never a
 half-written file that the index lists. The index runs in WAL mode with synchronous=NORMAL:
 a killed daemon loses nothing it committed; a power cut may lose the last few commits, never
-the index's consistency. At start, events left open by a kill are closed at their last sighting
-and files the index does not know are removed.
+the index's consistency. At start, events left open by a kill are closed at their last sighting.
+
+Each event folder holds event.json, the event's row as the index has it, rewritten after each
+change: an index that SQLite finds damaged (at start or in use) is moved aside as
+index.sqlite3.corrupt-TIME and a new one is built from the folders, so a damaged index loses
+no event and never stops the daemon.
 
 Retention: the oldest events go first, by age (max_days) and by the bytes of the whole store
 (max_mb). Nothing is written while nothing happens.
@@ -28,24 +28,19 @@ import errno
 import json
 import logging
 import os
-import re
-import shutil
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from edgedetect import clock
+from edgedetect.sinks.events import ondisk
+from edgedetect.sinks.events.ondisk import (CLIP, CROP, FILES, ID_RE, INDEX, INDEX_FILES, META, SNAPSHOT,
+                                            TEMPORARY, TMP_SUFFIX, StorageFull, is_full, write_atomic)
 
 log = logging.getLogger("edgedetect.sinks.events.store")
-
-ID_RE = re.compile(r"[0-9]{1,12}\.[0-9]{3}-[0-9]{1,9}")
-INDEX = "index.sqlite3"
-SNAPSHOT, CROP, CLIP = "snapshot.jpg", "crop.jpg", "clip.mp4"
-FILES = (SNAPSHOT, CROP, CLIP)
-TMP_SUFFIX = ".tmp"
-FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -70,14 +65,15 @@ CREATE TABLE IF NOT EXISTS event_zones (
     PRIMARY KEY (id, zone)
 ) WITHOUT ROWID;
 """
+CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
 
 
-class StorageFull(OSError):
-    """A write failed for want of space (ENOSPC, a quota, a file size limit)."""
+def is_corrupt(e: BaseException) -> bool:
+    return isinstance(e, sqlite3.DatabaseError) and (getattr(e, "sqlite_errorcode", 0) & 0xFF) in CORRUPT_CODES
 
 
-def is_full(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno in FULL_ERRNOS
+class IndexCorrupt(sqlite3.DatabaseError):
+    """SQLite found the index damaged; it has been moved aside and rebuilt from the folders."""
 
 
 def _box_json(box: Iterable[float]) -> str:
@@ -88,36 +84,6 @@ def _raise_full(e: BaseException) -> None:
     """SQLite says "database or disk is full" where the file system says ENOSPC."""
     if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
         raise StorageFull(errno.ENOSPC, f"index: {e}") from None
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """`data` as `path`, all or nothing: temporary file, fsync, rename. StorageFull when the
-    disk is full (the temporary file is removed)."""
-    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if is_full(e):
-            raise StorageFull(e.errno, f"{path}: {e.strerror}") from None
-        raise
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,22 +113,66 @@ class Stored:
 class EventStore:
     """Thread-safe: the events thread writes events, the recorder thread adds clips, HTTP
     threads read and delete. One connection behind one lock (every statement takes
-    microseconds to a few milliseconds)."""
+    microseconds to a few milliseconds).
+
+    Raises ondisk.NotOurs when `root` holds files the store did not make, OSError or
+    sqlite3.Error when the folder cannot be used; a damaged index is not an error (see above)."""
 
     def __init__(self, root: Path, max_bytes: float = float("inf"), max_age_s: float = 0.0):
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self._lock = threading.RLock()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.root / INDEX, check_same_thread=False, isolation_level=None, timeout=5)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        self._refused: set[str] = set()  # files refused as links, warned about once each
         self.deleted = 0  # events removed by retention
+        self.rebuilt = 0  # damaged indexes moved aside
+        ondisk.claim(self.root)
+        self._db = self._open_index()
         self.recovered = self._recover()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.root / INDEX, check_same_thread=False, isolation_level=None, timeout=5)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(SCHEMA)
+            problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {problem}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open_index(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as e:
+            if not (is_corrupt(e) or str(e).startswith("quick_check")):
+                raise
+            self._move_aside(e)
+            return self._connect()
+
+    def _move_aside(self, e: BaseException) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(clock.wall()))
+        moved = self.root / f"{INDEX}.corrupt-{stamp}"
+        for name in sorted(INDEX_FILES):
+            src = self.root / name
+            if src.is_file():
+                os.replace(src, self.root / f"{moved.name}{name[len(INDEX):]}")
+        self.rebuilt += 1
+        log.warning("record: the index %s is damaged (%s); moved aside as %s, rebuilding it from the event "
+                    "folders", self.root / INDEX, e, moved.name)
+
+    def _rebuild(self, e: BaseException) -> None:
+        """In use: the damaged index aside, a new one from the folders (under the lock)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._move_aside(e)
+        self._db = self._connect()
+        self._recover()
 
     def close(self) -> None:
         with self._lock:
@@ -183,24 +193,28 @@ class EventStore:
 
     def begin(self, event_id: str, seq: int, label: str, score: float, start: float, last: float,
               box: Iterable[float], zones: Iterable[str], snapshot: bytes, crop: bytes, frames: int = 0) -> None:
-        """A new event: its pictures first, then its row. StorageFull leaves neither."""
+        """A new event: its pictures first, then its event.json, then its row. A failure leaves
+        none of them; if the index is found damaged meanwhile, the rebuilt index lists the event."""
         folder = self.folder(event_id)
+        box, zones = [round(v, 4) for v in box], sorted(set(zones))
+        row = {"id": event_id, "seq": seq, "label": label, "score": score, "start": start, "last": last,
+               "end": None, "frames": frames, "box": box, "zones": zones, "clip_start": None, "clip_end": None}
         try:
             folder.mkdir(exist_ok=True)
             write_atomic(folder / SNAPSHOT, snapshot)
             write_atomic(folder / CROP, crop)
-        except OSError:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        try:
-            with self._transaction():
+            write_atomic(folder / META, ondisk.meta_bytes(row))
+
+            def insert() -> None:
                 self._db.execute(
-                    'INSERT INTO events (id, seq, label, score, start, last, frames, box, snapshot_bytes) '
+                    'INSERT OR REPLACE INTO events (id, seq, label, score, start, last, frames, box, snapshot_bytes) '
                     'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
                     (event_id, seq, label, score, start, last, frames, _box_json(box), len(snapshot) + len(crop)))
                 self._set_zones(event_id, zones)
+
+            self._commit(insert)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            ondisk.remove_own(self.root, event_id)
             raise
 
     def update(self, event_id: str, score: float, last: float, zones: Iterable[str], frames: int,
@@ -209,53 +223,105 @@ class EventStore:
         """New figures for a listed event, and better pictures if given (each replaced whole).
         False if the event is not listed (deleted meanwhile)."""
         folder = self.folder(event_id)
-        with self._lock:
-            if self._db.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is None:
-                return False
+        if not self._listed(event_id):
+            return False
         size = None
         if snapshot is not None and crop is not None:
             write_atomic(folder / SNAPSHOT, snapshot)
             write_atomic(folder / CROP, crop)
             size = len(snapshot) + len(crop)
-        with self._transaction():
+
+        def change() -> None:
             self._db.execute(
                 'UPDATE events SET score = MAX(score, ?), last = ?, frames = ?, "end" = ?, '
                 'box = COALESCE(?, box), snapshot_bytes = COALESCE(?, snapshot_bytes) WHERE id = ?',
                 (score, last, frames, end, None if box is None else _box_json(box), size, event_id))
             self._set_zones(event_id, zones)
+            self._write_meta(event_id)
+
+        self._commit(change)
         return True
+
+    def _commit(self, body: Callable[[], None]) -> None:
+        """`body` in one transaction; once more on the rebuilt index if SQLite found the index damaged."""
+        try:
+            with self._transaction():
+                body()
+        except IndexCorrupt:
+            with self._transaction():
+                body()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        """One write transaction under the lock: committed whole, or rolled back, a full disk raised as StorageFull."""
-        with self._lock:
+        """One write transaction under the lock: committed whole, or rolled back; a full disk
+        raised as StorageFull, a damaged index rebuilt and raised as IndexCorrupt."""
+        with self._lock, self._guard():
             self._db.execute("BEGIN")
             try:
                 yield
                 self._db.execute("COMMIT")
             except BaseException as e:
                 if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 _raise_full(e)
                 raise
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Around every use of the index (under the lock)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            if not is_corrupt(e):
+                raise
+            self._rebuild(e)
+            raise IndexCorrupt(f"index damaged and rebuilt: {e}") from None
+
+    def _listed(self, event_id: str) -> bool:
+        with self._lock, self._guard():
+            return self._db.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is not None
 
     def _set_zones(self, event_id: str, zones: Iterable[str]) -> None:
         self._db.executemany("INSERT OR IGNORE INTO event_zones (id, zone) VALUES (?, ?)",
                              [(event_id, z) for z in zones])
 
+    def _write_meta(self, event_id: str) -> None:
+        """event.json from the row (under the lock: the events and recorder threads both write it)."""
+        r = self._db.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
+        if r is None:
+            return
+        row = dict(r)
+        row["box"] = json.loads(row["box"])
+        row["zones"] = self._zones([event_id]).get(event_id, [])
+        write_atomic(self.folder(event_id) / META, ondisk.meta_bytes(row))
+
     def add_clip(self, event_id: str, tmp: Path, clip_start: float, clip_end: float) -> bool:
         """A finished, fsync'ed clip at `tmp` becomes the event's clip; False (and the file
         removed) if the event is gone."""
         with self._lock:
-            listed = self._db.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is not None
-            if not listed:
+            if not self._listed(event_id):
                 tmp.unlink(missing_ok=True)
                 return False
             final = self.folder(event_id) / CLIP
             os.replace(tmp, final)
-            self._db.execute("UPDATE events SET clip_bytes = ?, clip_start = ?, clip_end = ? WHERE id = ?",
-                             (final.stat().st_size, clip_start, clip_end, event_id))
+            size = final.stat().st_size
+
+            def change() -> None:
+                self._db.execute("UPDATE events SET clip_bytes = ?, clip_start = ?, clip_end = ? WHERE id = ?",
+                                 (size, clip_start, clip_end, event_id))
+                self._write_meta(event_id)
+
+            self._commit(change)
         return True
+
+    def probe(self) -> None:
+        """One small write to the folder and one to the index: OSError or sqlite3.Error while
+        writes still fail."""
+        write_atomic(self.root / ondisk.PROBE, b"")
+        (self.root / ondisk.PROBE).unlink()
+        with self._transaction():
+            self._db.execute("PRAGMA user_version = 1")
 
     # --- reading (HTTP threads) --------------------------------------------------------------
 
@@ -283,7 +349,7 @@ class EventStore:
         sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY start DESC, seq DESC LIMIT ?"
         args.append(max(0, int(limit)))
-        with self._lock:
+        with self._lock, self._guard():
             rows = self._db.execute(sql, args).fetchall()
             zones = self._zones([r["id"] for r in rows])
         return [self._row(r, zones.get(r["id"], [])) for r in rows]
@@ -300,44 +366,57 @@ class EventStore:
     def get(self, event_id: str) -> Stored | None:
         if not ID_RE.fullmatch(event_id):
             return None
-        with self._lock:
+        with self._lock, self._guard():
             r = self._db.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
             if r is None:
                 return None
             return self._row(r, self._zones([event_id]).get(event_id, []))
 
-    def file(self, event_id: str, name: str) -> Path | None:
-        """The path of a listed event's finished file, or None."""
+    def open(self, event_id: str, name: str) -> BinaryIO | None:
+        """A listed event's finished file, open for reading, or None. A link planted in the store
+        (for the file or its folder) is refused with one warning."""
         if name not in FILES:
             return None
         ev = self.get(event_id)
         if ev is None or (name == CLIP and not ev.clip_bytes) or (name != CLIP and not ev.snapshot_bytes):
             return None
-        path = self.folder(event_id) / name
-        return path if path.is_file() else None
+        try:
+            return ondisk.open_regular(self.root, event_id, name)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            where = f"{event_id}/{name}"
+            with self._lock:
+                first = where not in self._refused and len(self._refused) < 1000
+                self._refused.add(where)
+            if first:
+                log.warning("record: %s in %s not served: %s (only regular files the store wrote are served, "
+                            "never a link)", where, self.root, os.strerror(e.errno) if e.errno else e)
+            return None
 
     def count(self) -> int:
-        with self._lock:
+        with self._lock, self._guard():
             return self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
 
     def total_bytes(self) -> int:
         """Bytes of every listed file plus the index itself."""
-        with self._lock:
+        with self._lock, self._guard():
             files = self._db.execute("SELECT COALESCE(SUM(snapshot_bytes + clip_bytes), 0) FROM events").fetchone()[0]
-        index = sum(p.stat().st_size for p in self.root.glob(INDEX + "*") if p.is_file())
+        index = sum((self.root / n).stat().st_size for n in INDEX_FILES if (self.root / n).is_file())
         return int(files) + index
 
     # --- deleting ----------------------------------------------------------------------------
 
     def delete(self, event_id: str) -> bool:
-        """Row first, then the folder: a crash in between leaves an unlisted folder, which the
-        next start removes."""
-        if not ID_RE.fullmatch(event_id):
+        """event.json first (so a crash cannot bring the event back from its folder), then the
+        row, then the store's own files; whatever else is in the folder stays."""
+        if not ID_RE.fullmatch(event_id) or not self._listed(event_id):
             return False
-        with self._lock:
+        ondisk.remove_own(self.root, event_id, frozenset({META}))
+        with self._lock, self._guard():
             gone = self._db.execute("DELETE FROM events WHERE id = ?", (event_id,)).rowcount > 0
         if gone:
-            shutil.rmtree(self.folder(event_id), ignore_errors=True)
+            ondisk.remove_own(self.root, event_id)
         return gone
 
     def enforce(self, now_wall: float | None = None, live: Iterable[str] = ()) -> int:
@@ -347,7 +426,7 @@ class EventStore:
         keep = set(live)
         deleted = 0
         if self.max_age_s > 0:
-            with self._lock:
+            with self._lock, self._guard():
                 old = [r[0] for r in self._db.execute("SELECT id FROM events WHERE start < ? ORDER BY start",
                                                       (now_wall - self.max_age_s,))]
             for eid in old:
@@ -356,7 +435,7 @@ class EventStore:
         if self.max_bytes != float("inf"):
             total = self.total_bytes()
             if total > self.max_bytes:
-                with self._lock:
+                with self._lock, self._guard():
                     rows = self._db.execute("SELECT id, snapshot_bytes + clip_bytes FROM events ORDER BY start, seq"
                                             ).fetchall()
                 for eid, size in rows:
@@ -373,43 +452,62 @@ class EventStore:
                      deleted, self.total_bytes() / 1e6, self.count())
         return deleted
 
-    # --- start-up ----------------------------------------------------------------------------
+    # --- start-up, and after a rebuild ---------------------------------------------------------
 
     def _recover(self) -> dict[str, int]:
-        """After an unclean stop: close open events, drop temporary and unlisted files, and
-        forget pictures or clips that are missing."""
-        out = {"closed": 0, "removed_files": 0, "fixed": 0}
+        """After an unclean stop or on a new index: close open events, remove the store's own
+        temporary files, list event folders the index lacks (from their event.json), and forget
+        pictures or clips that are missing. Nothing the store did not make is touched."""
+        out = {"closed": 0, "removed_files": 0, "fixed": 0, "reindexed": 0}
         with self._lock:
             out["closed"] = self._db.execute('UPDATE events SET "end" = last WHERE "end" IS NULL').rowcount
             rows = {r["id"]: r for r in self._db.execute("SELECT id, snapshot_bytes, clip_bytes FROM events")}
-        for entry in self.root.iterdir():
-            if entry.name.startswith(INDEX):
-                continue
-            if entry.is_dir() and ID_RE.fullmatch(entry.name) and entry.name in rows:
-                for f in entry.iterdir():
-                    if f.name.endswith(TMP_SUFFIX) or f.name not in FILES:
-                        f.unlink(missing_ok=True)
-                        out["removed_files"] += 1
-                continue
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            out["removed_files"] += 1
-        with self._lock:
-            for eid, r in rows.items():
-                folder = self.root / eid
-                snap_ok = (folder / SNAPSHOT).is_file() and (folder / CROP).is_file()
-                clip_ok = (folder / CLIP).is_file()
-                if r["snapshot_bytes"] and not snap_ok or r["clip_bytes"] and not clip_ok:
-                    self._db.execute("UPDATE events SET snapshot_bytes = ?, clip_bytes = ? WHERE id = ?",
-                                     (r["snapshot_bytes"] if snap_ok else 0, r["clip_bytes"] if clip_ok else 0, eid))
-                    out["fixed"] += 1
+            for eid in ondisk.event_folders(self.root):
+                out["removed_files"] += ondisk.remove_own(self.root, eid, TEMPORARY)
+                if eid in rows:
+                    out["fixed"] += self._check_files(rows[eid])
+                    if not os.path.lexists(self.root / eid / META):
+                        with contextlib.suppress(OSError):
+                            self._write_meta(eid)
+                    continue
+                meta = ondisk.read_meta(self.root, eid)
+                if meta is None:  # pictures whose event never committed, or a delete cut short
+                    out["removed_files"] += ondisk.remove_own(self.root, eid)
+                    continue
+                self._reindex(meta)
+                out["reindexed"] += 1
+            missing = set(rows) - set(ondisk.event_folders(self.root))
+            for eid in missing:
+                out["fixed"] += self._check_files(rows[eid])
         if any(out.values()):
-            log.info("record: index %s recovered: %d open event(s) closed, %d stray file(s) removed, %d entr%s fixed",
-                     self.root / INDEX, out["closed"], out["removed_files"], out["fixed"],
-                     "y" if out["fixed"] == 1 else "ies")
+            log.info("record: index %s recovered: %d open event(s) closed, %d temporary file(s) removed, "
+                     "%d entr%s fixed, %d event(s) listed again from their folders", self.root / INDEX,
+                     out["closed"], out["removed_files"], out["fixed"], "y" if out["fixed"] == 1 else "ies",
+                     out["reindexed"])
         return out
+
+    def _check_files(self, r: sqlite3.Row) -> int:
+        """A listed event's sizes set to what is on disk: 1 if they changed."""
+        eid = r["id"]
+        have = ondisk.sizes(self.root, eid)
+        snap_ok = SNAPSHOT in have and CROP in have
+        clip_ok = CLIP in have
+        if r["snapshot_bytes"] and not snap_ok or r["clip_bytes"] and not clip_ok:
+            self._db.execute("UPDATE events SET snapshot_bytes = ?, clip_bytes = ? WHERE id = ?",
+                             (r["snapshot_bytes"] if snap_ok else 0, r["clip_bytes"] if clip_ok else 0, eid))
+            return 1
+        return 0
+
+    def _reindex(self, m: dict[str, Any]) -> None:
+        have = ondisk.sizes(self.root, m["id"])
+        snap = have[SNAPSHOT] + have[CROP] if SNAPSHOT in have and CROP in have else 0
+        end = m["end"] if m["end"] is not None else m["last"]
+        self._db.execute(
+            'INSERT INTO events (id, seq, label, score, start, last, "end", frames, box, snapshot_bytes, clip_bytes, '
+            'clip_start, clip_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            (m["id"], m["seq"], m["label"], m["score"], m["start"], m["last"], end, m["frames"],
+             _box_json(m["box"]), snap, have.get(CLIP, 0), m["clip_start"], m["clip_end"]))
+        self._set_zones(m["id"], m["zones"])
 
 
 def event_json(ev: Stored, base: str = "") -> dict[str, Any]:
