@@ -1,23 +1,30 @@
 """The model file changed under a running daemon, for real: a copy of the model in a temporary
 mirror directory is truncated and overwritten in place while the daemon runs on it. The
 interpreter runs from the bytes read once at start (checked against the catalogue's sha256),
-so nothing changes: no SIGBUS, the same boxes, /healthz ok."""
+so nothing changes: no SIGBUS, the same boxes, /healthz ok. A zip bomb appended to a real YOLO
+model as its metadata: one warning, a bounded read, and the model runs with class numbers."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zipfile
 
+import cv2
 import pytest
 
-from conftest import DETECTOR, CLASSIFIER, MEDIA, ROOT
+from conftest import DETECTOR, CLASSIFIER, MEDIA, MODELS, ROOT
 from daemonproc import DaemonProcess
 from edgedetect.config import ModelConfig
 from edgedetect.detect.catalogue import Catalogue
+from edgedetect.detect.families import load_model
+from edgedetect.detect.metadata import MAX_MEMBERS, MAX_METADATA_BYTES, read_appended
 from edgedetect.detect.resolve import load_configured, resolve_model
 from edgedetect.errors import ModelError
 
@@ -136,3 +143,83 @@ def test_a_path_named_like_a_catalogue_file(tmp_path, caplog):
     assert m.kind == "classifier"
     warned = [r.getMessage() for r in caplog.records if "sha256" in r.getMessage()]
     assert len(warned) == 1 and "7046f31a72ec" in warned[0] and "\n" not in warned[0], warned
+
+
+# --- a zip bomb as the model's metadata ----------------------------------------------------------
+
+YOLO_NMS = MODELS / "yolov8n_320_nms_int8.tflite"  # its names are in an appended temp_meta.txt
+MB = 1 << 20
+
+
+def zip_of(members: dict[str, int], lie_size: int | None = None) -> bytes:
+    """A zip of members made of that many zero bytes, written 1 MB at a time; with lie_size, the
+    headers of its first member declare that size instead of the real one."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for name, size in members.items():
+            with z.open(name, "w", force_zip64=False) as f:
+                for start in range(0, size, MB):
+                    f.write(bytes(min(MB, size - start)))
+    data = bytearray(buf.getvalue())
+    if lie_size is not None:  # uncompressed size: offset 22 in the local header, 24 in the central one
+        struct.pack_into("<I", data, 22, lie_size)
+        struct.pack_into("<I", data, data.index(b"PK\x01\x02") + 24, lie_size)
+    return bytes(data)
+
+
+def run_cli_measured(tmp_path, *args: str) -> tuple[int, int, str, str]:
+    """(exit code, peak RSS in KB, stdout, stderr) of `edgedetect ARGS`, measured for that child alone."""
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "edgedetect", *args], cwd=ROOT,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (ru_maxrss in KB on Linux)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait for it
+    return proc.returncode, usage.ru_maxrss, out_path.read_text(), err_path.read_text()
+
+
+def runs_with_class_numbers(model_file, caplog, reason: str) -> None:
+    """The loader warns once, naming the file and the limit, and the model finds the dog in
+    pets.jpg under its class number, as a model without names does."""
+    with caplog.at_level(logging.WARNING, logger="edgedetect.detect"):
+        m = load_model(model_file, None, 1)
+    warned = [r.getMessage() for r in caplog.records if "metadata" in r.getMessage()]
+    assert len(warned) == 1 and str(model_file) in warned[0] and reason in warned[0], warned
+    assert m.family == "yolo-nms" and not m.labels
+    found = m.run(cv2.imread(str(MEDIA / "pets.jpg"))).detections
+    assert "class 16" in [d.label for d in found if d.score >= 0.5], found
+
+
+def test_hundreds_of_zero_megabytes_appended_to_a_yolo_model(tmp_path, caplog):
+    """300 members of 1 MB of zeros (a 1.4 MB zip): none is inflated, `models info` stays at the
+    clean model's memory and prints one warning line."""
+    members = 300
+    hostile = tmp_path / "bomb.tflite"
+    hostile.write_bytes(YOLO_NMS.read_bytes() + zip_of({f"zeros{i}.txt": MB for i in range(members)}))
+    code, clean_kb, out, err = run_cli_measured(tmp_path, "models", "info", str(YOLO_NMS))
+    assert code == 0 and "kind: detector (yolo-nms)" in out, err
+    code, hostile_kb, out, err = run_cli_measured(tmp_path, "models", "info", str(hostile))
+    assert code == 0 and "kind: detector (yolo-nms)" in out and "Traceback" not in err, err
+    warned = [ln for ln in err.splitlines() if "metadata" in ln]
+    assert len(warned) == 1 and str(hostile) in warned[0] and f"at most {MAX_MEMBERS}" in warned[0], err
+    assert hostile_kb < clean_kb + 100 * 1024, (clean_kb, hostile_kb)
+
+    runs_with_class_numbers(hostile, caplog, f"{members} members")
+    appended = read_appended(hostile.read_bytes())
+    assert appended.members == {} and appended.inflated == 0 and f"{members} members" in appended.refused
+
+
+@pytest.mark.parametrize("members, lie_size, reason", [
+    pytest.param({"metadata.json": 200 * MB}, None, "metadata.json inflates past", id="200MB-metadata.json"),
+    pytest.param({"metadata.json": 200 * MB}, 100, "Bad CRC-32", id="declares-100-bytes"),
+    pytest.param({"metadata.json": 700 << 10, "labels.txt": 700 << 10}, None, "labels.txt inflates past",
+                 id="two-members-of-700KB"),
+])
+def test_metadata_past_the_budget(tmp_path, caplog, members, lie_size, reason):
+    """One budget for all the members read, counted in bytes inflated, whatever their headers say."""
+    hostile = tmp_path / "bomb.tflite"
+    hostile.write_bytes(YOLO_NMS.read_bytes() + zip_of(members, lie_size))
+    runs_with_class_numbers(hostile, caplog, reason)
+    appended = read_appended(hostile.read_bytes())
+    assert appended.members == {} and reason in appended.refused, appended.refused
+    assert appended.inflated <= MAX_METADATA_BYTES + 1

@@ -47,7 +47,7 @@ def load_model(path: str | Path, labels_path: str | Path | None = None, threads:
     if len(inputs) != 1:
         raise ModelError(f"{path}: {len(inputs)} inputs found ({listing(inputs)}); expected one image input")
     labels = read_labels(labels_path) if labels_path else {}
-    if not labels_path and (embedded := model_labels(content)) is not None:
+    if not labels_path and (embedded := model_labels(content, path)) is not None:
         labels, labels_path = embedded.labels, f"{path} (its {embedded.member})"
     loaded = Loaded(path, content, interp, inputs, outputs, labels, Path(labels_path) if labels_path else None)
     candidates = FAMILIES if family == "auto" else (family_named(family),)

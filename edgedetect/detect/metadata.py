@@ -12,13 +12,27 @@ from __future__ import annotations
 import ast
 import io
 import json
+import logging
+import lzma
 import re
+import struct
 import zipfile
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("edgedetect.detect")
+
 ULTRALYTICS_MEMBERS = ("metadata.json", "temp_meta.txt")
-MAX_MEMBER_BYTES = 1 << 20  # metadata and label files are a few KB; never inflate more than this
+# Real metadata zips hold one to a few members of a few KB. The header's sizes are the sender's
+# word, so the bytes are counted as they inflate, across all the members read.
+MAX_MEMBERS = 64
+MAX_DIRECTORY_BYTES = 64 << 10
+MAX_METADATA_BYTES = 1 << 20
+_END_RECORD = struct.Struct("<4s4H2IH")  # end of central directory: signature ... comment length
+_UNREADABLE = (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError, RuntimeError,
+               zlib.error, lzma.LZMAError)
 _ID_LINE = re.compile(r"^\s*(\d+)[\s:,]+(.+?)\s*$")
 
 
@@ -28,17 +42,69 @@ class ModelLabels:
     member: str  # the zip member they came from
 
 
-def appended_zip(content: bytes) -> dict[str, bytes]:
-    """The members of a zip appended to the model (small ones only), or {} when there is none."""
-    # The end-of-central-directory record sits in the last 64 KB + 22 bytes of a zip file.
-    if b"PK\x05\x06" not in content[-(65536 + 22):]:
-        return {}
+@dataclass(frozen=True, slots=True)
+class AppendedZip:
+    members: dict[str, bytes] = field(default_factory=dict)  # only those the loader reads
+    inflated: int = 0  # bytes decompressed to get them
+    refused: str = ""  # the limit it hit or the damage found; then members is empty
+
+
+def _end_record(content: bytes) -> tuple[int, int] | None:
+    """(members, central directory bytes) declared by a zip that ends the file, else None."""
+    at = content.rfind(b"PK\x05\x06", max(0, len(content) - 65536 - _END_RECORD.size))
+    if at < 0 or at + _END_RECORD.size > len(content):
+        return None
+    _, _, _, _, members, directory, _, comment = _END_RECORD.unpack_from(content, at)
+    if at + _END_RECORD.size + comment != len(content):
+        return None  # those four bytes belong to the model, not to a zip
+    return members, directory
+
+
+def _label_file(names: list[str]) -> str | None:
+    """An associated label file: the .txt whose name says so, else the only .txt."""
+    texts = [n for n in names if n.lower().endswith(".txt") and n not in ULTRALYTICS_MEMBERS]
+    pick = [n for n in texts if "label" in n.lower()] or texts
+    return pick[0] if len(pick) == 1 else None
+
+
+def _too_many(members: int) -> str:
+    return f"{members} members (at most {MAX_MEMBERS} are read)"
+
+
+def read_appended(content: bytes) -> AppendedZip:
+    """The metadata members of a zip appended to the model, inflated within MAX_METADATA_BYTES."""
+    end = _end_record(content)
+    if end is None:
+        return AppendedZip()
+    if end[0] > MAX_MEMBERS:
+        return AppendedZip(refused=_too_many(end[0]))
+    if end[1] > MAX_DIRECTORY_BYTES:
+        return AppendedZip(refused=f"a central directory of {end[1]} bytes (at most {MAX_DIRECTORY_BYTES})")
+    members: dict[str, bytes] = {}
+    inflated = 0
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as z:
-            return {i.filename: z.read(i) for i in z.infolist()
-                    if not i.is_dir() and i.file_size <= MAX_MEMBER_BYTES}
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError):
-        return {}
+            infos = {i.filename: i for i in z.infolist() if not i.is_dir()}
+            if len(infos) > MAX_MEMBERS:  # more entries than its end record declares
+                return AppendedZip(refused=_too_many(len(infos)))
+            label_file = _label_file(list(infos))
+            wanted = [n for n in (*ULTRALYTICS_MEMBERS, label_file) if n in infos]
+            for name in wanted:
+                with z.open(infos[name]) as f:
+                    data = f.read(MAX_METADATA_BYTES - inflated + 1)
+                inflated += len(data)
+                if inflated > MAX_METADATA_BYTES:
+                    return AppendedZip({}, inflated, f"{name} inflates past the budget of {MAX_METADATA_BYTES} "
+                                                     "bytes for all metadata members")
+                members[name] = data
+    except _UNREADABLE as e:
+        return AppendedZip({}, inflated, f"unreadable ({e})")
+    return AppendedZip(members, inflated)
+
+
+def appended_zip(content: bytes) -> dict[str, bytes]:
+    """The metadata members of a zip appended to the model; {} when there is none or it is refused."""
+    return read_appended(content).members
 
 
 def _parse_dict(text: str) -> dict[str, Any] | None:
@@ -81,29 +147,23 @@ def _label_lines(text: str) -> dict[int, str]:
     return dict(enumerate(lines))
 
 
-def model_labels(content: bytes) -> ModelLabels | None:
-    """The class names the model file carries, or None."""
-    members = appended_zip(content)
-    if not members:
-        return None
+def model_labels(content: bytes, where: str | Path = "model") -> ModelLabels | None:
+    """The class names the model file carries, or None (with one warning when its zip is refused)."""
+    appended = read_appended(content)
+    if appended.refused:
+        log.warning("%s: metadata zip appended to the model not read: %s; its class names are not used",
+                    where, appended.refused)
+    members = appended.members
     found = ultralytics_metadata(members)
     if found is not None:
         names = _names(found[0].get("names"))
         if names:
             return ModelLabels(names, found[1])
-    # An associated label file: prefer a name that says so, else the only text file.
-    texts = [n for n in members if n.lower().endswith(".txt") and n not in ULTRALYTICS_MEMBERS]
-    labelled = [n for n in texts if "label" in n.lower()]
-    pick = labelled if labelled else texts
-    if len(pick) != 1:
+    label_file = _label_file(list(members))
+    if label_file is None:
         return None
     try:
-        labels = _label_lines(members[pick[0]].decode("utf-8"))
+        labels = _label_lines(members[label_file].decode("utf-8"))
     except UnicodeDecodeError:
         return None
-    return ModelLabels(labels, pick[0]) if labels else None
-
-
-def from_ultralytics(content: bytes) -> bool:
-    """The file is an Ultralytics export (whose TFLite boxes are normalised to the input)."""
-    return ultralytics_metadata(appended_zip(content)) is not None
+    return ModelLabels(labels, label_file) if labels else None
