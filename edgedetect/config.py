@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgedetect.errors import ConfigError
+from edgedetect.errors import ConfigError, shorten
 
 DEFAULT_CONFIG_PATH = Path("/etc/edgedetect/edgedetect.toml")
 
@@ -86,6 +86,9 @@ class HttpConfig:
     client_timeout: float = _f(10.0, "seconds a client may stall (not sending its request, not reading) before it is dropped", 0.5, 600)
     token: str = _f("", "access token viewers must present (Authorization: Bearer, X-Edgedetect-Token or ?token=); "
                         "required when host is not loopback")
+    allowed_hosts: list[str] = _f([], "host names (or addresses) besides localhost and loopback addresses that "
+                                      "requests may name in their Host header when there is no token; "
+                                      "others get 403 (DNS rebinding)")
 
 
 @dataclass
@@ -332,8 +335,18 @@ def _validate_areas(cfg: Config, origin: str) -> None:
                               f"max_area {lf.max_area:g}")
 
 
+def _validate_http(cfg: Config, origin: str) -> None:
+    from edgedetect.sinks.viewer import allowed_host_problem
+
+    for i, entry in enumerate(cfg.http.allowed_hosts):
+        why = allowed_host_problem(entry)
+        if why:
+            raise ConfigError(f"{origin}: http.allowed_hosts[{i}]: {shorten(repr(entry))} {why}")
+
+
 def _validate_whole(cfg: Config, origin: str) -> None:
     _validate_areas(cfg, origin)
+    _validate_http(cfg, origin)
     rng = cfg.model.input_range
     if rng and (len(rng) != 2 or rng[0] >= rng[1]):
         raise ConfigError(f"{origin}: model.input_range: expected [low, high] with low < high, or [], "

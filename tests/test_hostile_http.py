@@ -5,6 +5,7 @@ Every attack is bounded: at most a few hundred connections, on 127.0.0.1, for se
 
 from __future__ import annotations
 
+import json
 import selectors
 import socket
 import threading
@@ -275,3 +276,112 @@ def test_invalid_host_is_an_address_error(host):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, lines
     assert f"http.host: {host!r} is not a valid IP address" in lines[0] and "token" not in lines[0], lines
+
+
+# --- item 7: DNS rebinding (the Host header) -------------------------------------------------------
+
+def host_request(port: int, method: str, path: str, host: str | None, token: str = "",
+                 version: str = "HTTP/1.1") -> tuple[int, bytes]:
+    """(status, body) of one request naming `host` in its Host header (None: no Host header)."""
+    head = f"{method} {path} {version}\r\n"
+    if host is not None:
+        head += f"Host: {host}\r\n"
+    if token:
+        head += f"Authorization: Bearer {token}\r\n"
+    resp = raw(port, (head + "\r\n").encode())
+    return status_of(resp), resp.partition(b"\r\n\r\n")[2]
+
+
+def refused_host_lines(d: DaemonProcess) -> list[str]:
+    return [ln for ln in d.lines if "allowed_hosts" in ln]
+
+
+@pytest.fixture(scope="module")
+def open_daemon(tmp_path_factory):
+    """On loopback without a token (as a developer runs it), recording events, one allowed name."""
+    tmp = tmp_path_factory.mktemp("rebind")
+    cfg = tmp / "edgedetect.toml"
+    cfg.write_text(f'[http]\nallowed_hosts = ["pi.local"]\n'
+                   f'[record]\nenabled = true\nclips = false\ndir = "{tmp / "events"}"\n')
+    with DaemonProcess("run", "--config", str(cfg), "--source", str(VTEST), "--loop", "--port", "0") as d:
+        d.wait_for(lambda: d.get("/api/events")[0] == 200 and json.loads(d.get("/api/events")[1])["events"],
+                   timeout=60)
+        yield d
+
+
+def test_foreign_host_is_refused_and_deletes_nothing(open_daemon):
+    """The issue's case: a page on rebind.attacker.example, its name rebound to 127.0.0.1, must
+    neither read the figures nor delete an event, on any route and method."""
+    d = open_daemon
+    eid = json.loads(d.get("/api/events")[1])["events"][0]["id"]
+    host = f"rebind.attacker.example:{d.port}"
+    for method, path in [("DELETE", f"/api/events/{eid}"), ("GET", "/api/stats"), ("GET", "/stream.mjpg"),
+                         ("GET", f"/events/{eid}/snapshot.jpg"), ("HEAD", "/"), ("POST", "/api/stats")]:
+        status, body = host_request(d.port, method, path, host)
+        assert status == 403, (method, path, status, body[:80])
+        if method != "HEAD":
+            assert b"not allowed" in body and b"[http] allowed_hosts" in body, body
+    assert d.get(f"/api/events/{eid}")[0] == 200  # still there
+    assert host_request(d.port, "DELETE", f"/api/events/{eid}", f"localhost:{d.port}")[0] == 200
+
+
+@pytest.mark.parametrize("host", [
+    "rebind.attacker.example", "REBIND.Attacker.Example.:{port}", "localhost.attacker.example:{port}",
+    "127.0.0.1.attacker.example:{port}", "pi.local.attacker.example", "notlocalhost:{port}",
+    "192.168.1.20:{port}", "[::2]:{port}", "::1", "localhost:{port}:x", "localhost@attacker.example", "",
+])
+def test_hosts_that_are_not_this_machine_are_refused(open_daemon, host):
+    status, body = host_request(open_daemon.port, "GET", "/api/stats", host.format(port=open_daemon.port))
+    assert status == 403, (host, status, body[:80])
+
+
+@pytest.mark.parametrize("host", [
+    "localhost:{port}", "LocalHost.:{port}", "localhost", "app.localhost:{port}", "127.0.0.1:{port}",
+    "127.9.8.7", "[::1]:{port}", "[::1]", "pi.local:{port}", "PI.Local.", None,
+])
+def test_loopback_and_allowed_hosts_are_served(open_daemon, host):
+    """None: no Host header at all (HTTP/1.0), which no browser sends, so no rebinding page either."""
+    version = "HTTP/1.0" if host is None else "HTTP/1.1"
+    host = None if host is None else host.format(port=open_daemon.port)
+    status, body = host_request(open_daemon.port, "GET", "/api/stats", host, version=version)
+    assert status == 200 and b'"uptime_s"' in body, (host, status, body[:80])
+
+
+def test_refused_host_logged_once_per_name_and_bounded(open_daemon):
+    d = open_daemon
+    for _ in range(3):
+        assert host_request(d.port, "GET", "/api/stats", "once.attacker.example")[0] == 403
+    d.wait_for(lambda: any("once.attacker.example" in ln for ln in d.lines), timeout=5)
+    # a flood of fresh names: the set of names logged is bounded, and so are the lines
+    before = len(refused_host_lines(d))
+    for i in range(100):
+        assert host_request(d.port, "GET", "/api/stats", f"n{i}.flood.example")[0] == 403
+    assert host_request(d.port, "GET", "/healthz", f"localhost:{d.port}")[0] == 200
+    flood = [ln for ln in d.lines if ".flood.example" in ln]
+    assert sum("once.attacker.example" in ln for ln in d.lines) == 1
+    assert 1 <= len(flood) <= 32, len(flood)
+    assert len(refused_host_lines(d)) - before <= 33
+
+
+def test_with_a_token_the_host_is_not_checked(daemon):
+    """The token protects; a daemon on 0.0.0.0 is reached by its LAN name or address."""
+    assert host_request(daemon.port, "GET", "/api/stats", "pi-kitchen.lan:8080", token=TOKEN)[0] == 200
+    assert host_request(daemon.port, "GET", "/api/stats", "rebind.attacker.example", token=TOKEN)[0] == 200
+    assert host_request(daemon.port, "GET", "/api/stats", "rebind.attacker.example")[0] == 401
+
+
+@pytest.mark.parametrize("value", ['"pi.local:8080"', '"http://pi.local"', '"bad host"', '""', '"999.1.1.1"',
+                                   '"*.local"'])
+def test_bad_allowed_hosts_is_one_line(tmp_path, value):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    cfg = tmp_path / "edgedetect.toml"
+    cfg.write_text(f'[http]\nallowed_hosts = ["pi.local", {value}]\n')
+    r = subprocess.run([sys.executable, "-m", "edgedetect", "run", "--config", str(cfg), "--source", str(VTEST),
+                        "--port", "0"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"http.allowed_hosts[1]: {value.strip(chr(34))!r}" in lines[0] and "host name" in lines[0], lines

@@ -35,6 +35,7 @@ log = logging.getLogger("edgedetect.sinks.viewer")
 
 BOUNDARY = "edgedetect-frame"
 ROUTES = {"/", "/index.html", "/stream.mjpg", "/snapshot.jpg", "/api/stats", "/api/detections", "/healthz"}
+MAX_REFUSED_HOSTS_LOGGED = 32  # distinct refused Host names that get a log line; later ones are only counted
 MAX_HEAD = 70_000  # bytes of request line and headers buffered before the handler judges them
 POLL_S = 0.2  # accept loop: how late a stop or an expired deadline may be noticed
 
@@ -304,6 +305,49 @@ def check_host(host: str) -> None:
         raise UserError(f"http.host: {shorten(repr(host))} is not a valid IP address or host name")
 
 
+def host_name(value: str) -> str:
+    """The name or address of a Host header as compared: without the port or the brackets of an
+    IPv6 address, in lower case, without the trailing dot of a fully qualified name. "" when it
+    is malformed (an IPv6 address without brackets, a port that is no number): no name matches."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, closed, port = value[1:].partition("]")
+        if not closed or not re.fullmatch(r"(:[0-9]*)?", port):
+            return ""
+    else:
+        name, _, port = value.partition(":")
+        if not re.fullmatch(r"[0-9]*", port):
+            return ""
+    return name.removesuffix(".")
+
+
+def is_loopback_name(name: str) -> bool:
+    """A Host that can only mean this machine: localhost and every name below it (RFC 6761 keeps
+    them off DNS, and browsers resolve them to loopback themselves), 127.0.0.0/8, ::1."""
+    return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
+
+
+def allowed_name(entry: str) -> str:
+    """An [http] allowed_hosts entry as host_name gives a Host header's name: in lower case,
+    without a trailing dot or the brackets of an IPv6 address."""
+    name = entry.lower().removesuffix(".")
+    name = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    try:
+        return str(ipaddress.ip_address(name))  # the form browsers write an address in (fd00::5)
+    except ValueError:
+        return name
+
+
+def allowed_host_problem(entry: str) -> str:
+    """What keeps an [http] allowed_hosts entry from naming a host ("": nothing)."""
+    name = allowed_name(entry)
+    try:
+        check_host(name)  # the names and addresses one may listen on are those one may be called by
+    except UserError:
+        name = ""
+    return "" if name else 'is not a host name or IP address (expected e.g. "pi.local" or "192.168.1.20", without port)'
+
+
 def url_host(host: str) -> str:
     """The host as a URL writes it: an IPv6 address in brackets (RFC 3986)."""
     return f"[{host}]" if ":" in host else host
@@ -334,6 +378,9 @@ class ViewerServer:
         self._viewers = 0
         self._viewers_lock = threading.Lock()
         self.routes: dict[str, RouteSpec] = {}  # added by extensions before start()
+        self.refused_hosts = 0  # requests answered 403 for their Host
+        self._hosts_logged: set[str] = set()
+        self._hosts_lock = threading.Lock()
         self.page = resources.files("edgedetect.sinks").joinpath("static/index.html").read_bytes()
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         try:
@@ -355,8 +402,10 @@ class ViewerServer:
     @property
     def connections(self) -> dict[str, int]:
         """Requests being answered (threads), connections still sending their request, and
-        connections dropped since start: head not complete in time, pushed out, refused (503)."""
-        return {"active": self._httpd.active, "pending": self._httpd.pending, **self._httpd.dropped}
+        connections dropped since start: head not complete in time, pushed out, refused (503);
+        requests refused (403) for their Host."""
+        return {"active": self._httpd.active, "pending": self._httpd.pending, **self._httpd.dropped,
+                "wrong_host": self.refused_hosts}
 
     def start(self) -> None:
         self._httpd._started = True
@@ -406,6 +455,40 @@ class ViewerServer:
             given = credentials.strip()
         given = headers.get("X-Edgedetect-Token", given)
         return hmac.compare_digest(given.encode(), self.cfg.token.encode())
+
+    def foreign_host(self, headers: Any) -> str | None:
+        """The Host of a request that must not be served, else None.
+
+        Without a token, a page whose DNS name an attacker rebinds to 127.0.0.1 would reach this
+        server with the browser's blessing, under the attacker's name: only names of this machine
+        and those of [http] allowed_hosts are served. A request without a Host header is: every
+        browser sends one, so such a request comes from a program that can connect to loopback
+        anyway. With a token, the token protects, and viewers use any LAN name or address."""
+        if self.cfg.token:
+            return None
+        for value in headers.get_all("Host") or ():  # a second Host header must pass too
+            name = host_name(value)
+            if not (is_loopback_name(name) or name in {allowed_name(h) for h in self.cfg.allowed_hosts}):
+                self._count_foreign(value)
+                return value
+        return None
+
+    def _count_foreign(self, value: str) -> None:
+        """Counted every time; logged once per name, for the first names only (a page can make
+        a browser send any number of them)."""
+        name = host_name(value) or value
+        with self._hosts_lock:
+            self.refused_hosts += 1
+            if name in self._hosts_logged or len(self._hosts_logged) > MAX_REFUSED_HOSTS_LOGGED:
+                return
+            self._hosts_logged.add(name)
+            over = len(self._hosts_logged) > MAX_REFUSED_HOSTS_LOGGED
+        if over:
+            log.warning("http: refused Host names beyond the first %d are counted, not logged",
+                        MAX_REFUSED_HOSTS_LOGGED)
+        else:
+            log.warning("http: refused requests for Host %s: not this machine (a DNS rebinding page?); if it "
+                        "is a name of this machine, add it to [http] allowed_hosts", shorten(repr(value), 100))
 
 
 def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
@@ -473,6 +556,14 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
             # same (401), so nobody finds out which routes an extension added.
             if not srv.authorised(self.headers, query):
                 self._error(HTTPStatus.UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+                return None
+            host = srv.foreign_host(self.headers)
+            if host is not None:
+                self.close_connection = True
+                self._send(HTTPStatus.FORBIDDEN, (
+                    f"403 Host {shorten(repr(host), 100)} is not allowed: without [http] token only localhost "
+                    "and loopback addresses are served; add the name to [http] allowed_hosts\n").encode(),
+                    "text/plain; charset=utf-8", {"X-Content-Type-Options": "nosniff"})
                 return None
             if parts.path not in ROUTES and srv.find_route(parts.path) is None:
                 self._error(HTTPStatus.NOT_FOUND)
