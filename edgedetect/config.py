@@ -310,16 +310,24 @@ def set_value(cfg: Config, dotted: str, value: Any, origin: str = "command line"
 
 def _validate_areas(cfg: Config, origin: str) -> None:
     """Zones, masks and label filters: one line naming the zone (or mask, or label)."""
-    from edgedetect.sinks.events.zones import NAME_RE, polygon_problem
+    from edgedetect.sinks.events.zones import MAX_MASKS, MAX_ZONES, NAME_RE, polygon_problem
 
-    names: set[str] = set()
+    # Counted before any polygon is looked at: the checks of each polygon cost more than linearly.
+    for section, items, most in (("zones", cfg.zones, MAX_ZONES), ("masks", cfg.masks, MAX_MASKS)):
+        if len(items) > most:
+            raise ConfigError(f"{origin}: {section}: {len(items)} [[{section}]] tables; expected at most {most}")
+    names: dict[str, str] = {}  # lower case -> the name as written
     for i, z in enumerate(cfg.zones):
         if not NAME_RE.fullmatch(z.name):
             raise ConfigError(f"{origin}: zones[{i}].name: expected a name of letters, digits, _ and -, "
                               f"got {z.name!r}")
-        if z.name in names:
+        seen = names.get(z.name.lower())
+        if seen == z.name:
             raise ConfigError(f"{origin}: zone {z.name!r}: the name is used twice; expected unique zone names")
-        names.add(z.name)
+        if seen is not None:  # people, and Home Assistant's entity ids, read them as one name
+            raise ConfigError(f"{origin}: zone {z.name!r}: differs from zone {seen!r} only in case; "
+                              f"expected zone names that differ in more than case")
+        names[z.name.lower()] = z.name
         why = polygon_problem(z.polygon)
         if why:
             raise ConfigError(f"{origin}: zone {z.name!r}: polygon {why}")

@@ -127,7 +127,8 @@ class Daemon:
         return Hooks(cfg=self.cfg, model_name=model_name, source=source,
                      on_result=p.add_result_listener, on_frame=p.add_frame_listener,
                      on_stats=p.reporter.sinks.append, on_tick=self._ticks.append,
-                     add_route=add_route, add_figures=add_figures, figures=p.stats.snapshot)
+                     add_route=add_route, add_figures=add_figures, figures=p.stats.snapshot,
+                     labels=tuple(self.model.labels.values()) if self.model else ())
 
     # --- running ----------------------------------------------------------------------------
 

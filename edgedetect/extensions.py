@@ -68,6 +68,7 @@ class Hooks:
     add_route: Callable[[str, "Route"], None]  # an HTTP GET path on the viewer server (no-op without one)
     add_figures: Callable[[str, Callable[[], Any]], None]  # a key in /api/stats, the log line and /metrics
     figures: Callable[[], dict[str, Any]]  # the current stats snapshot
+    labels: tuple[str, ...] = ()  # the model's label names
 
 
 def attach_all(hooks: Hooks, registry: tuple[Registration, ...] = EXTENSIONS) -> list[Extension]:

@@ -161,7 +161,7 @@ def test_listener_is_cheap_bounded_and_skips_held_frames() -> None:
 def test_topics_and_discovery() -> None:
     t = Topics("home/cams", "hall", "homeassistant")
     assert t.count("traffic light") == "home/cams/hall/count/traffic_light"
-    assert slug("Traffic Light!") == "traffic_light"
+    assert slug("traffic light") == "traffic_light" and slug("Traffic Light!").startswith("traffic_light_")
     configs = dict(discovery_configs(t, "hall", "ssd", {"temperature_c": 50.0, "throttled": "0x0"}))
     assert "homeassistant/sensor/edgedetect_hall/cpu_temperature/config" in configs
     assert "homeassistant/binary_sensor/edgedetect_hall/throttled/config" in configs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from conftest import VTEST
 from edgedetect import config
 from edgedetect.errors import ConfigError
 from edgedetect.pipeline.frames import Detection
-from edgedetect.sinks.events.zones import Scene, foot, inside, polygon_problem
+from edgedetect.sinks.events.zones import MAX_POINTS, Outline, Scene, foot, inside, polygon_problem
 
 SQUARE = ((0.2, 0.2), (0.6, 0.2), (0.6, 0.6), (0.2, 0.6))
 
@@ -149,6 +150,8 @@ def test_config_errors_are_one_line(tmp_path: Path, text: str, message: str) -> 
     ('[[zones]]\nname = "hall"\npolygon = [[0.1, 0.1], [0.9, 0.1]]\n', "zone 'hall': polygon has 2 points"),
     ('[[zones]]\nname = "hall"\npolygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 1.2]]\n', "zone 'hall': polygon point 3"),
     ('[[zones]]\nname = "hall"\npolygon = [[0, 0], [1, 1], [1, 0], [0, 1]]\n', "zone 'hall': polygon is self-intersecting"),
+    (f'[[zones]]\nname = "hall"\npolygon = {[[0.5 + 0.4 * math.cos(i / 20), 0.5 + 0.4 * math.sin(i / 20)] for i in range(125)]}\n',
+     "zone 'hall': polygon has 125 points; expected at most 100"),
 ])
 def test_bad_polygon_run_exits_2_with_one_line(tmp_path: Path, body: str, expected: str) -> None:
     p = write(tmp_path, body)
@@ -158,3 +161,68 @@ def test_bad_polygon_run_exits_2_with_one_line(tmp_path: Path, body: str, expect
     assert r.returncode == 2, r.stderr
     assert len(errors) == 1 and expected in errors[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+# --- bounds: points per polygon, zones and masks (issue 22 item 5) -------------------------------
+
+
+def ring(n: int, cx: float = 0.5, cy: float = 0.5, r: float = 0.4, inner: float | None = None) -> list[list[float]]:
+    """n corners around (cx, cy); with `inner`, every other corner at that radius (a star)."""
+    return [[cx + (r if inner is None or i % 2 == 0 else inner) * math.cos(2 * math.pi * i / n),
+             cy + (r if inner is None or i % 2 == 0 else inner) * math.sin(2 * math.pi * i / n)] for i in range(n)]
+
+
+def zones_toml(n: int, points: int, masks: int = 0) -> str:
+    text = "".join(f'[[zones]]\nname = "z{k}"\npolygon = {ring(points, r=0.3 + k * 0.002)}\n' for k in range(n))
+    return text + "".join(f"[[masks]]\npolygon = {ring(points, 0.1, 0.1, 0.05)}\n" for _ in range(masks))
+
+
+def one_line(p: Path) -> str:
+    with pytest.raises(ConfigError) as e:
+        config.load(p)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_polygon_over_the_point_limit_is_one_line(tmp_path: Path) -> None:
+    # a clean ring, fine but for its size: refused on the count, before its edges are compared
+    p = write(tmp_path, f'[[zones]]\nname = "ring"\npolygon = {ring(MAX_POINTS + 1)}\n')
+    assert one_line(p) == f"{p}: zone 'ring': polygon has 101 points; expected at most 100"
+    p = write(tmp_path, f"[[masks]]\npolygon = {ring(10_000)}\n")
+    assert one_line(p) == f"{p}: masks[0]: polygon has 10000 points; expected at most 100"
+
+
+def test_zone_and_mask_counts_over_the_limit_are_one_line(tmp_path: Path) -> None:
+    p = write(tmp_path, zones_toml(51, 4))
+    assert one_line(p) == f"{p}: zones: 51 [[zones]] tables; expected at most 50"
+    p = write(tmp_path, zones_toml(1, 4, masks=51))
+    assert one_line(p) == f"{p}: masks: 51 [[masks]] tables; expected at most 50"
+
+
+def test_largest_allowed_scene_validates_and_contains_right(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, zones_toml(50, 100, masks=50)))
+    scene = Scene.from_config(cfg)
+    assert len(scene.zones) == 50 and len(scene.masks) == 50 and len(scene.zones[0].polygon) == 100
+    # rings of radius 0.300 .. 0.398 around the centre: a foot at distance d is in the rings wider than d
+    for d, expected in ((0.0, 50), (0.25, 50), (0.3 + 24.5 * 0.002, 25), (0.41, 0)):
+        box = (0.45, 0.2, 0.55, 0.5 + d)  # foot at (0.5, 0.5 + d)
+        assert len(scene.zones_at("person", 0.9, box)) == expected, d
+    assert scene.zones_at("person", 0.9, (0.45, 0.2, 0.55, 0.5 + 0.36)) == tuple(f"z{k}" for k in range(31, 50))
+    # the masks: a ring of radius 0.05 around (0.1, 0.1)
+    hidden, seen = det("car", 0.9, (0.05, 0.0, 0.15, 0.12)), det("car", 0.9, (0.05, 0.0, 0.15, 0.16))
+    assert scene.keep([hidden, seen]) == [seen]
+
+
+@pytest.mark.parametrize("polygon", [
+    tuple(map(tuple, ring(100))),
+    tuple(map(tuple, ring(100, 0.4, 0.6, 0.35, inner=0.1))),  # a star: 50 spikes, a concave outline
+    ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 0.3), (0.0, 1.0)),
+    tuple(map(tuple, SQUARE)),
+])
+def test_outline_agrees_with_the_plain_test(polygon) -> None:
+    """The bounding box and bands give the even-odd answer of every edge tried in turn."""
+    outline = Outline.of(polygon)
+    grid = [((i + 0.5) / 97, (j + 0.5) / 89) for i in range(97) for j in range(89)]
+    answers = [outline.holds(p) for p in grid]
+    assert answers == [inside(p, polygon) for p in grid]
+    assert 100 < sum(answers) < len(grid) - 100  # both answers are exercised

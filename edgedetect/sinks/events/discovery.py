@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from edgedetect import __version__
+from edgedetect.config import Config
 from edgedetect.sinks.events.topics import OFFLINE, ONLINE, Topics, slug
 
 
@@ -13,12 +14,26 @@ def _device_block(topics: Topics, device: str, model: str) -> dict[str, Any]:
             "model": model or "edgedetect", "sw_version": __version__}
 
 
+def unique_id(topics: Topics, object_id: str) -> str:
+    return f"{topics.node}_{object_id}"
+
+
+def label_object_ids(label: str) -> tuple[str, str]:
+    """The object ids of a label's count sensor and occupancy binary sensor."""
+    s = slug(label)
+    return f"{s}_count", f"{s}_occupancy"
+
+
+def zone_object_id(zone: str, label: str) -> str:
+    return f"zone_{slug(zone)}_{slug(label)}_count"
+
+
 def _entity(topics: Topics, device: str, model: str, object_id: str, name: str, state_topic: str,
             **extra: Any) -> dict[str, Any]:
     return {
         "name": name,
-        "unique_id": f"{topics.node}_{object_id}",
-        "object_id": f"{topics.node}_{object_id}",
+        "unique_id": unique_id(topics, object_id),
+        "object_id": unique_id(topics, object_id),
         "state_topic": state_topic,
         "availability_topic": topics.availability,
         "payload_available": ONLINE,
@@ -66,13 +81,13 @@ def discovery_configs(topics: Topics, device: str, model: str,
 
 def label_discovery(topics: Topics, device: str, model: str, label: str) -> list[tuple[str, dict[str, Any]]]:
     """A count sensor and an occupancy binary sensor for one label."""
-    s = slug(label)
+    count, occupancy = label_object_ids(label)
     return [
-        (topics.discovery("sensor", f"{s}_count"), _entity(
-            topics, device, model, f"{s}_count", f"{label} count", topics.count(label),
+        (topics.discovery("sensor", count), _entity(
+            topics, device, model, count, f"{label} count", topics.count(label),
             unit_of_measurement=label, state_class="measurement")),
-        (topics.discovery("binary_sensor", f"{s}_occupancy"), _entity(
-            topics, device, model, f"{s}_occupancy", f"{label} detected", topics.count(label),
+        (topics.discovery("binary_sensor", occupancy), _entity(
+            topics, device, model, occupancy, f"{label} detected", topics.count(label),
             value_template="{{ 'ON' if value | int(0) > 0 else 'OFF' }}", payload_on="ON", payload_off="OFF",
             device_class="occupancy")),
     ]
@@ -80,7 +95,36 @@ def label_discovery(topics: Topics, device: str, model: str, label: str) -> list
 
 def zone_discovery(topics: Topics, device: str, model: str, zone: str, label: str) -> list[tuple[str, dict[str, Any]]]:
     """A count sensor for one label in one zone."""
-    object_id = f"zone_{slug(zone)}_{slug(label)}_count"
+    object_id = zone_object_id(zone, label)
     return [(topics.discovery("sensor", object_id), _entity(
         topics, device, model, object_id, f"{zone} {label} count", topics.zone_count(zone, label),
         unit_of_measurement=label, state_class="measurement", icon="mdi:vector-polygon"))]
+
+
+def name_clash(cfg: Config, topics: Topics, model_labels: Iterable[str]) -> str | None:
+    """Two names that would be published under one topic or one Home Assistant id, as one
+    line naming both; None when each has its own. The labels are [mqtt] labels, or all of the
+    model's; each zone counts its own labels, or those."""
+    labels = list(dict.fromkeys(cfg.mqtt.labels or model_labels))
+    owner: dict[str, str] = {}
+    for who, what, key in _claims(topics, labels, [(z.name, z.labels or labels) for z in cfg.zones]):
+        first = owner.setdefault(key, who)
+        if first != who:
+            return f"{first} and {who} would both be {what} {key}"
+    return None
+
+
+def _claims(topics: Topics, labels: list[str],
+            zones: list[tuple[str, list[str]]]) -> Iterator[tuple[str, str, str]]:
+    """(whose, what, name) for every topic and Home Assistant id a label or zone count takes."""
+    for label in labels:
+        who = f"label {label!r}"
+        yield who, "topic", topics.count(label)
+        yield who, "topic", topics.snapshot(label)
+        for object_id in label_object_ids(label):
+            yield who, "Home Assistant id", unique_id(topics, object_id)
+    for zone, zone_labels in zones:
+        for label in zone_labels:
+            who = f"zone {zone!r} label {label!r}"
+            yield who, "topic", topics.zone_count(zone, label)
+            yield who, "Home Assistant id", unique_id(topics, zone_object_id(zone, label))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -17,7 +18,7 @@ from edgedetect.config import Config
 from edgedetect.extensions import Hooks
 from edgedetect.pipeline.frames import Result
 from edgedetect.pipeline.stage import StageThread
-from edgedetect.sinks.events.discovery import discovery_configs, label_discovery, zone_discovery
+from edgedetect.sinks.events.discovery import discovery_configs, label_discovery, name_clash, zone_discovery
 from edgedetect.sinks.events.link import Figures, MqttLink
 from edgedetect.sinks.events.topics import (
     ONLINE,
@@ -407,12 +408,18 @@ def event_json(ev: TrackEvent, device: str, width: int, height: int, snapshot: b
     }
 
 
-def attach(hooks: Hooks) -> EventsExtension:
+def attach(hooks: Hooks) -> EventsExtension | None:
     """With [mqtt] enabled, [record] enabled, or both: one tracker for both."""
     cfg = hooks.cfg
     device = device_name(cfg)
     if cfg.mqtt.enabled:
         check_config(cfg.mqtt, device)
+        clash = name_clash(cfg, Topics(cfg.mqtt.prefix, device, cfg.mqtt.discovery_prefix), hooks.labels)
+        if clash:  # found with the model's labels, after the config was accepted: detection goes on
+            log.error("mqtt: %s; expected a topic and an id of its own for each; MQTT stays off", clash)
+            cfg = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, enabled=False))
+            if not cfg.record.enabled:
+                return None
     recording = None
     if cfg.record.enabled:
         from edgedetect.sinks.events.record import Recording

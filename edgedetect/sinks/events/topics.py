@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ QOS_STATE = 1  # events, counts, availability, discovery
 QOS_BULK = 0  # stats and snapshots: only the newest matters
 ONLINE, OFFLINE = "online", "offline"
 _TOPIC_BAD = re.compile(r"[+#\x00]")
+_SLUG_OTHER = re.compile(r"[^a-zA-Z0-9_-]+")
 
 
 def device_name(cfg: Config) -> str:
@@ -22,8 +24,15 @@ def device_name(cfg: Config) -> str:
 
 
 def slug(text: str) -> str:
-    """A label as a topic level and Home Assistant object id: 'traffic light' -> 'traffic_light'."""
-    return re.sub(r"[^a-zA-Z0-9_-]+", "_", text).strip("_").lower() or "unknown"
+    """A name (label, zone, device) as a topic level and Home Assistant object id: lower-case
+    ASCII letters, digits, _ and -, with spaces as _ ('traffic light' -> 'traffic_light').
+    Where that rendering loses something (other characters, capitals, non-ASCII), six hex
+    digits of the name's SHA-1 follow, so that 'a+b' and 'a#b', 'Person' and 'person', '人'
+    and '车' stay apart."""
+    plain = _SLUG_OTHER.sub("_", text).strip("_").lower() or "unknown"
+    if plain == text.replace(" ", "_"):
+        return plain
+    return f"{plain}_{hashlib.sha1(text.encode()).hexdigest()[:6]}"
 
 
 @dataclass(frozen=True, slots=True)

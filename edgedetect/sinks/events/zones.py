@@ -17,7 +17,7 @@ live stream: the viewer shows what the model found, and draws the zones and mask
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from edgedetect.pipeline.frames import Detection
@@ -27,7 +27,14 @@ if TYPE_CHECKING:
 
 Point = tuple[float, float]
 Polygon = tuple[Point, ...]
+Edge = tuple[float, float, float, float]  # x0, y0, x1, y1
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Every zone and mask is tested for every tracked object of every frame, and a polygon's outline
+# checks cost more than linearly: bounded so that a config cannot cost the Pi its frame rate.
+MAX_POINTS = 100
+MAX_ZONES = 50
+MAX_MASKS = 50
+_BANDS = 32  # horizontal bands a prepared outline files its edges in
 _EPS = 1e-12
 
 
@@ -63,6 +70,8 @@ def polygon_problem(points: Sequence[Sequence[float]]) -> str | None:
     it is usable: at least 3 [x, y] points inside 0..1, no two edges crossing, some area."""
     if len(points) < 3:
         return f"has {len(points)} point{'s' if len(points) != 1 else ''}; expected at least 3 [x, y] pairs"
+    if len(points) > MAX_POINTS:
+        return f"has {len(points)} points; expected at most {MAX_POINTS}"
     for i, p in enumerate(points):
         if len(p) != 2:
             return f"point {i + 1} is {list(p)!r}; expected an [x, y] pair"
@@ -73,32 +82,97 @@ def polygon_problem(points: Sequence[Sequence[float]]) -> str | None:
     for i in range(n):
         if poly[i] == poly[(i + 1) % n]:
             return f"repeats point {i + 1} at once; expected distinct corners"
-    for i in range(n):
-        a, b = poly[i], poly[(i + 1) % n]
-        for j in range(i + 1, n):
-            if j == i or (j + 1) % n == i or j == (i + 1) % n:
-                continue  # neighbouring edges share a corner
-            c, d = poly[j], poly[(j + 1) % n]
-            if segments_meet(a, b, c, d):
-                return (f"is self-intersecting (edge {i + 1}-{(i + 1) % n + 1} crosses edge "
-                        f"{j + 1}-{(j + 1) % n + 1}); expected the corners in order around the area")
+    crossing = first_crossing(poly)
+    if crossing:
+        i, j = crossing
+        return (f"is self-intersecting (edge {i + 1}-{(i + 1) % n + 1} crosses edge "
+                f"{j + 1}-{(j + 1) % n + 1}); expected the corners in order around the area")
     if polygon_area(poly) < 1e-6:
         return "has no area (its points are in a line); expected an area"
     return None
 
 
-def inside(p: Point, poly: Polygon) -> bool:
-    """Point in polygon (even-odd rule); a point on the boundary may fall either way."""
-    x, y = p
+def first_crossing(poly: Sequence[Point]) -> tuple[int, int] | None:
+    """The first pair (i < j) of edges that are not neighbours and meet, edge i running from
+    corner i to corner i + 1; None if there is none. Only edges whose extents overlap are
+    compared (a sweep over the edges sorted by their left end), so an ordinary outline costs
+    n log n rather than n * n."""
+    n = len(poly)
+    spans = [(min(a[0], b[0]), max(a[0], b[0]), min(a[1], b[1]), max(a[1], b[1]))
+             for a, b in zip(poly, poly[1:] + poly[:1], strict=True)]
+    order = sorted(range(n), key=lambda k: spans[k][0])
+    pairs = []
+    for k, i in enumerate(order):
+        _, right, low, high = spans[i]
+        for j in order[k + 1:]:
+            left_j, _, low_j, high_j = spans[j]
+            if left_j > right + _EPS:
+                break
+            if low_j <= high + _EPS and low <= high_j + _EPS and (i - j) % n not in (1, n - 1):
+                pairs.append((min(i, j), max(i, j)))
+    for i, j in sorted(pairs):
+        if segments_meet(poly[i], poly[(i + 1) % n], poly[j], poly[(j + 1) % n]):
+            return i, j
+    return None
+
+
+def _odd_crossings(x: float, y: float, edges: Iterable[Edge]) -> bool:
+    """Even-odd rule: whether a ray from (x, y) to the right crosses the edges an odd number
+    of times."""
     hit = False
-    j = len(poly) - 1
-    for i in range(len(poly)):
-        xi, yi = poly[i]
-        xj, yj = poly[j]
+    for xi, yi, xj, yj in edges:
         if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
             hit = not hit
-        j = i
     return hit
+
+
+def _edges(poly: Polygon) -> list[Edge]:
+    return [(*poly[i - 1], *poly[i]) for i in range(len(poly))]
+
+
+def inside(p: Point, poly: Polygon) -> bool:
+    """Point in polygon (even-odd rule); a point on the boundary may fall either way. For one
+    test; Outline answers many tests on the same polygon."""
+    return _odd_crossings(p[0], p[1], _edges(poly))
+
+
+@dataclass(frozen=True, slots=True)
+class Outline:
+    """A polygon prepared for containment tests on every frame: its bounding box turns most
+    points away at once, and its edges are filed in horizontal bands of the box, so that a
+    point meets only the few edges that reach its own band (a ray at height y can cross no
+    other)."""
+
+    polygon: Polygon
+    box: Edge  # x0, y0, x1, y1
+    scale: float  # bands per unit of height
+    bands: tuple[tuple[Edge, ...], ...]
+
+    @classmethod
+    def of(cls, polygon: Polygon) -> "Outline":
+        xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
+        box = (min(xs), min(ys), max(xs), max(ys))
+        height = box[3] - box[1]
+        scale = _BANDS / height if height > 0 else 0.0
+        bands: list[list[Edge]] = [[] for _ in range(_BANDS)]
+        for e in _edges(polygon):
+            if e[1] != e[3]:  # a level edge is never crossed
+                for k in range(_band(min(e[1], e[3]), box[1], scale), _band(max(e[1], e[3]), box[1], scale) + 1):
+                    bands[k].append(e)
+        return cls(polygon, box, scale, tuple(tuple(b) for b in bands))
+
+    def holds(self, p: Point) -> bool:
+        x, y = p
+        x0, y0, x1, y1 = self.box
+        if not (x0 <= x <= x1 and y0 <= y <= y1):
+            return False
+        return _odd_crossings(x, y, self.bands[_band(y, y0, self.scale)])
+
+
+def _band(y: float, y0: float, scale: float) -> int:
+    """The band of height y; edges and points go through the same rounding, so an edge that
+    reaches y is filed in y's band."""
+    return min(_BANDS - 1, int((y - y0) * scale))
 
 
 def foot(box: tuple[float, float, float, float]) -> Point:
@@ -119,34 +193,34 @@ class Limits:
     min_area: float = 0.0
     max_area: float = 1.0
 
-    def accepts(self, d: Detection) -> bool:
-        a = area(d.box)
-        return d.score >= self.min_score and self.min_area <= a <= self.max_area
+    def accepts(self, score: float, box_area: float) -> bool:
+        return score >= self.min_score and self.min_area <= box_area <= self.max_area
 
 
 @dataclass(frozen=True, slots=True)
 class Zone:
     name: str
-    polygon: Polygon
+    outline: Outline
     labels: frozenset[str] = frozenset()
     limits: Limits = Limits()
 
-    def holds(self, d: Detection) -> bool:
-        return ((not self.labels or d.label in self.labels) and self.limits.accepts(d)
-                and inside(foot(d.box), self.polygon))
+    @property
+    def polygon(self) -> Polygon:
+        return self.outline.polygon
 
 
 @dataclass(frozen=True, slots=True)
 class Mask:
-    polygon: Polygon
+    outline: Outline
     labels: frozenset[str] = frozenset()
 
-    def hides(self, d: Detection) -> bool:
-        return (not self.labels or d.label in self.labels) and inside(foot(d.box), self.polygon)
+    @property
+    def polygon(self) -> Polygon:
+        return self.outline.polygon
 
 
-def _poly(points: Iterable[Sequence[float]]) -> Polygon:
-    return tuple((float(p[0]), float(p[1])) for p in points)
+def _outline(points: Iterable[Sequence[float]]) -> Outline:
+    return Outline.of(tuple((float(p[0]), float(p[1])) for p in points))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +230,16 @@ class Scene:
     zones: tuple[Zone, ...] = ()
     masks: tuple[Mask, ...] = ()
     label_limits: tuple[tuple[str, Limits], ...] = ()
+    _limits_of: dict[str, Limits] = field(init=False, repr=False, compare=False)  # label_limits, looked up per detection
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_limits_of", dict(self.label_limits))
 
     @classmethod
     def from_config(cls, cfg: "Config") -> "Scene":
-        zones = tuple(Zone(z.name, _poly(z.polygon), frozenset(z.labels), Limits(z.min_score, z.min_area, z.max_area))
-                      for z in cfg.zones)
-        masks = tuple(Mask(_poly(m.polygon), frozenset(m.labels)) for m in cfg.masks)
+        zones = tuple(Zone(z.name, _outline(z.polygon), frozenset(z.labels),
+                           Limits(z.min_score, z.min_area, z.max_area)) for z in cfg.zones)
+        masks = tuple(Mask(_outline(m.polygon), frozenset(m.labels)) for m in cfg.masks)
         limits = tuple((label, Limits(f.min_score, f.min_area, f.max_area)) for label, f in cfg.detect.labels.items())
         return cls(zones, masks, limits)
 
@@ -171,23 +249,25 @@ class Scene:
 
     def keep(self, detections: Iterable[Detection]) -> list[Detection]:
         """The detections that count: those passing their label's filters and not masked."""
-        limits = dict(self.label_limits)
         out = []
         for d in detections:
-            lim = limits.get(d.label)
-            if lim is not None and not lim.accepts(d):
+            lim = self._limits_of.get(d.label)
+            if lim is not None and not lim.accepts(d.score, area(d.box)):
                 continue
-            if any(m.hides(d) for m in self.masks):
+            p = foot(d.box)
+            if any((not m.labels or d.label in m.labels) and m.outline.holds(p) for m in self.masks):
                 continue
             out.append(d)
         return out
 
-    def zones_of(self, d: Detection) -> tuple[str, ...]:
-        return tuple(z.name for z in self.zones if z.holds(d))
-
     def zones_at(self, label: str, score: float, box: tuple[float, float, float, float]) -> tuple[str, ...]:
         """The zones an object of `label` with `score` and `box` is in."""
-        return self.zones_of(Detection(-1, label, score, box))
+        p, a = foot(box), area(box)
+        return tuple(z.name for z in self.zones
+                     if (not z.labels or label in z.labels) and z.limits.accepts(score, a) and z.outline.holds(p))
+
+    def zones_of(self, d: Detection) -> tuple[str, ...]:
+        return self.zones_at(d.label, d.score, d.box)
 
     def as_json(self) -> dict[str, Any]:
         """For the viewer's overlay."""
