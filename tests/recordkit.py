@@ -26,6 +26,53 @@ def tmpfs(path: Path, size: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+class Ext4Drive:
+    """A real ext4 file system on a loop device, mounted with errors=remount-ro as a USB drive
+    often is: `fail()` makes the kernel find an error (ext4's own trigger_fs_error), after which
+    every write gets EROFS; `replug()` mounts it again from a new loop device, as after the user
+    unplugs and plugs it back in."""
+
+    def __init__(self, image: Path, mountpoint: Path, size_mb: int = 64):
+        self.image, self.path = image, mountpoint
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["mkfs.ext4", "-q", "-F", str(image), f"{size_mb}M"], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot make an ext4 file system here: {r.stderr.strip()}")
+        self.device = ""
+        self._mount()
+
+    def _mount(self) -> None:
+        r = subprocess.run(["losetup", "-f", "--show", str(self.image)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"no loop device here (needs root): {r.stderr.strip()}")
+        self.device = r.stdout.strip()
+        subprocess.run(["mount", "-o", "errors=remount-ro", self.device, str(self.path)], check=True,
+                       capture_output=True)
+
+    def fail(self) -> None:
+        name = Path(self.device).name
+        Path(f"/sys/fs/ext4/{name}/trigger_fs_error").write_text("edgedetect test: a failing drive\n")
+
+    def replug(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False, capture_output=True)
+        subprocess.run(["losetup", "-d", self.device], check=False, capture_output=True)
+        subprocess.run(["e2fsck", "-p", "-f", str(self.image)], check=False, capture_output=True)
+        self._mount()
+
+    def close(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False, capture_output=True)
+        subprocess.run(["losetup", "-d", self.device], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def ext4_drive(tmp: Path):
+    drive = Ext4Drive(tmp / "drive.img", tmp / "drive")
+    try:
+        yield drive
+    finally:
+        drive.close()
+
+
 def fill(path: Path) -> Path:
     """Fill the file system holding `path` to the last byte."""
     filler = path / "filler"

@@ -19,6 +19,7 @@ reason, shown in stats and on /events, and attempts again at growing intervals u
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sqlite3
@@ -126,15 +127,23 @@ class Recording:
     # --- a store that cannot be used ----------------------------------------------------------
 
     def _open(self, now: float) -> None:
+        """A new EventStore, and one small write to prove it can be written (an index on a drive
+        that went read-only still opens)."""
         try:
-            self.store = EventStore(self.root, self.rc.max_mb * 1e6, self.rc.max_days * 86400.0)
+            store = EventStore(self.root, self.rc.max_mb * 1e6, self.rc.max_days * 86400.0)
+            try:
+                store.probe()
+            except BaseException:
+                store.close()
+                raise
         except NotOurs as e:
             self._set_fault(now, f"record.dir: {e}; recording is off: choose an empty or new folder, such as "
                                  f"{self.root / 'edgedetect'}")
         except STORE_ERRORS as e:
-            self._set_fault(now, f"record.dir: cannot keep events in {self.root} ({_reason(e)})")
+            self._set_fault(now, self.fault or f"record.dir: cannot keep events in {self.root} ({_reason(e)})")
         else:
-            self._clear_fault(f"record: the event store in {self.root} is open")
+            self.store = store
+            self._clear_fault(f"record: the event store in {self.root} works again")
 
     def _failed(self, e: BaseException) -> None:
         """A write failed for a reason other than space: pause until a probe write works."""
@@ -159,17 +168,15 @@ class Recording:
         self._retry_s = RETRY_S[0]
 
     def _retry(self, now: float) -> None:
+        """The store opened anew (a drive remounted after an error needs new file descriptors);
+        the old one keeps serving the history until the new one works."""
         if now < self._retry_at:
             return
-        if self.store is None:
-            self._open(now)
-            return
-        try:
-            self.store.probe()
-        except STORE_ERRORS as e:
-            self._set_fault(now, self.fault or _reason(e))
-            return
-        self._clear_fault(f"record: writes to {self.root} work again")
+        old = self.store
+        self._open(now)
+        if old is not None and self.store is not old:
+            with contextlib.suppress(*STORE_ERRORS):
+                old.close()
 
     # --- wiring -------------------------------------------------------------------------------
 

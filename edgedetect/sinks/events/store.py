@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -74,6 +75,17 @@ def is_corrupt(e: BaseException) -> bool:
 
 class IndexCorrupt(sqlite3.DatabaseError):
     """SQLite found the index damaged; it has been moved aside and rebuilt from the folders."""
+
+
+def _once_more_if_rebuilt(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A read that found the index damaged is answered from the rebuilt one."""
+    @functools.wraps(method)
+    def read(self: "EventStore", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except IndexCorrupt:
+            return method(self, *args, **kwargs)
+    return read
 
 
 def _box_json(box: Iterable[float]) -> str:
@@ -140,7 +152,7 @@ class EventStore:
             db.executescript(SCHEMA)
             problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
             if problem != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {problem}")
+                raise sqlite3.DatabaseError(f"quick_check: {' '.join(problem.split())}")
         except BaseException:
             db.close()
             raise
@@ -330,6 +342,7 @@ class EventStore:
                       json.loads(r["box"]), zones, r["snapshot_bytes"], r["clip_bytes"], r["clip_start"],
                       r["clip_end"])
 
+    @_once_more_if_rebuilt
     def query(self, label: str | None = None, zone: str | None = None, since: float | None = None,
               until: float | None = None, limit: int = 100) -> list[Stored]:
         """Events, newest first."""
@@ -363,6 +376,7 @@ class EventStore:
                 out.setdefault(r["id"], []).append(r["zone"])
         return out
 
+    @_once_more_if_rebuilt
     def get(self, event_id: str) -> Stored | None:
         if not ID_RE.fullmatch(event_id):
             return None
@@ -394,10 +408,12 @@ class EventStore:
                             "never a link)", where, self.root, os.strerror(e.errno) if e.errno else e)
             return None
 
+    @_once_more_if_rebuilt
     def count(self) -> int:
         with self._lock, self._guard():
             return self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
 
+    @_once_more_if_rebuilt
     def total_bytes(self) -> int:
         """Bytes of every listed file plus the index itself."""
         with self._lock, self._guard():
@@ -407,6 +423,7 @@ class EventStore:
 
     # --- deleting ----------------------------------------------------------------------------
 
+    @_once_more_if_rebuilt
     def delete(self, event_id: str) -> bool:
         """event.json first (so a crash cannot bring the event back from its folder), then the
         row, then the store's own files; whatever else is in the folder stays."""
