@@ -36,7 +36,7 @@ def viewer(port: int, seconds: float, stop: threading.Event) -> None:
     deadline = time.monotonic() + seconds
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: soak\r\n\r\n")
+            s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n")
             while time.monotonic() < deadline and not stop.is_set():
                 if not s.recv(65536):
                     break

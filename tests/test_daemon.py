@@ -127,7 +127,7 @@ def test_sigterm_stops_within_2s_with_viewer_connected(tmp_path):
     with DaemonProcess("run", "--source", str(VTEST), "--port", "0") as d:
         d.wait_for(lambda: d.json("/api/detections")["frame"] is not None)
         viewer = socket.create_connection(("127.0.0.1", d.port))
-        viewer.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        viewer.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n")
         viewer.recv(1000)
         code, took = d.terminate()
         viewer.close()

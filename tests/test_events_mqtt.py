@@ -148,7 +148,7 @@ def snapshots(tmp: Path, with_viewer: bool, n: int) -> tuple[dict[tuple, bytes],
             def view() -> None:
                 nonlocal read
                 s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
-                s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 while not stop.is_set():
                     chunk = s.recv(65536)
                     if not chunk:

@@ -273,7 +273,7 @@ def test_sigterm_with_viewers_and_source_reconnecting(tmp_path):
             viewers = []
             for _ in range(3):
                 s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
-                s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 s.recv(100)
                 viewers.append(s)
             cam.stop()

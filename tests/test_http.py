@@ -48,7 +48,7 @@ class Viewer(threading.Thread):
         if not self.read:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once: a stuck client
         self.sock = s
-        s.sendall(f"GET /stream.mjpg{q} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.sendall(f"GET /stream.mjpg{q} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         if not self.read:
             self.stop.wait(120)
             s.close()
@@ -81,11 +81,11 @@ def daemon(tmp_path_factory):
 
 
 @pytest.mark.parametrize("request_bytes, expected", [
-    (b"GET /etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 404),
-    (b"GET /../../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 404),
-    (b"GET /static/index.html HTTP/1.1\r\nHost: x\r\n\r\n", 404),
-    (b"POST /api/stats HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
-    (b"DELETE /snapshot.jpg HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    (b"GET /etc/passwd HTTP/1.1\r\nHost: localhost\r\n\r\n", 404),
+    (b"GET /../../../etc/passwd HTTP/1.1\r\nHost: localhost\r\n\r\n", 404),
+    (b"GET /static/index.html HTTP/1.1\r\nHost: localhost\r\n\r\n", 404),
+    (b"POST /api/stats HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n", 405),
+    (b"DELETE /snapshot.jpg HTTP/1.1\r\nHost: localhost\r\n\r\n", 405),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage-tls-hello\r\n\r\n", 400),
     (b"HELLO\r\n\r\n", 400),
     (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
@@ -97,7 +97,7 @@ def test_bad_requests_rejected(daemon, request_bytes, expected):
 
 
 def test_405_names_allowed_methods(daemon):
-    resp = raw(daemon.port, b"PUT /api/stats HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    resp = raw(daemon.port, b"PUT /api/stats HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
     assert b"Allow: GET, HEAD" in resp
 
 
@@ -114,7 +114,7 @@ def test_max_viewers_then_503(daemon):
     for v in viewers:
         v.start()
     daemon.wait_for(lambda: daemon.json("/api/stats")["viewers"] == 3)
-    assert status_of(raw(daemon.port, b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")) == 503
+    assert status_of(raw(daemon.port, b"GET /stream.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n")) == 503
     for v in viewers:
         v.stop.set()
     daemon.wait_for(lambda: daemon.json("/api/stats")["viewers"] == 0, timeout=10)
