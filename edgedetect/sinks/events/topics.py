@@ -25,12 +25,13 @@ def device_name(cfg: Config) -> str:
 
 def slug(text: str) -> str:
     """A name (label, zone, device) as a topic level and Home Assistant object id: lower-case
-    ASCII letters, digits, _ and -, with spaces as _ ('traffic light' -> 'traffic_light').
-    Where that rendering loses something (other characters, capitals, non-ASCII), six hex
-    digits of the name's SHA-1 follow, so that 'a+b' and 'a#b', 'Person' and 'person', '人'
-    and '车' stay apart."""
+    ASCII letters, digits, _ and -, with spaces as _ ('traffic light' -> 'traffic_light', 'Driveway'
+    -> 'driveway'). Where that rendering loses more than case (other characters, non-ASCII), six
+    hex digits of the name's SHA-1 follow, so that 'a+b' and 'a#b', '人' and '车' stay apart.
+    Case alone keeps the topics people already use: zone names that differ only in case are
+    refused in the config, and labels that still meet turn MQTT off with one line."""
     plain = _SLUG_OTHER.sub("_", text).strip("_").lower() or "unknown"
-    if plain == text.replace(" ", "_"):
+    if plain == text.replace(" ", "_").lower():
         return plain
     return f"{plain}_{hashlib.sha1(text.encode()).hexdigest()[:6]}"
 
