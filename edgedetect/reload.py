@@ -3,7 +3,7 @@ running, and say in one line which changed keys need a restart instead.
 
 Live keys are those that only change a value the running stages read afresh: the detection
 filter (handed to the inference thread whole, as one immutable object), the stats interval and
-the viewer token and viewer limit (read by each new request). Everything else (source, model,
+the viewer token, viewer limit and allowed hosts (read by each new request). Everything else (source, model,
 port, threads ...) would mean rebuilding part of the pipeline and is refused.
 """
 
@@ -20,7 +20,7 @@ log = logging.getLogger("edgedetect")
 LIVE = frozenset({
     "detect.threshold", "detect.allow", "detect.deny", "detect.max_detections", "detect.top_k", "detect.iou",
     "stats.interval",
-    "http.token", "http.max_viewers",
+    "http.token", "http.max_viewers", "http.allowed_hosts",
 })
 SECRET = frozenset({"http.token", "mqtt.password"})
 
@@ -72,7 +72,7 @@ def apply(daemon: Any, new: Config) -> tuple[list[str], list[str]]:
             p.worker.set_filter(detect_filter(cfg), cfg.detect.top_k)
         if "stats.interval" in live:
             p.reporter.interval = cfg.stats.interval  # from the next line on
-    # http.*: the server holds cfg.http itself and reads the token and limit per request.
+    # http.*: the server holds cfg.http itself and reads the token, limit and hosts per request.
     if live:
         log.info("reload: applied %s", ", ".join(_shown(k, getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]))
                                                   for k in live))

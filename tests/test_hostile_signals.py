@@ -4,6 +4,7 @@ start-up exits cleanly, the token comes from a file or the environment instead o
 from __future__ import annotations
 
 import errno
+import http.client
 import os
 import signal
 import subprocess
@@ -34,6 +35,16 @@ def scores(d: DaemonProcess, path: str = "/api/detections") -> list[float]:
 
 # --- SIGHUP: a config reload --------------------------------------------------------------------
 
+def host_status(port: int, host: str) -> int:
+    """The status of GET /api/stats sent with this Host header."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/api/stats", headers={"Host": f"{host}:{port}"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 @pytest.mark.slow
 def test_sighup_applies_live_keys_and_refuses_the_others(tmp_path):
     """Before: SIGHUP ended the daemon by the default action (exit -1, no shutdown)."""
@@ -44,13 +55,15 @@ def test_sighup_applies_live_keys_and_refuses_the_others(tmp_path):
         low = d.wait_for(lambda: [s for s in scores(d) if s < 0.7], timeout=30)
         assert low  # the clip has people scored 0.3 to 0.7 at this threshold
         port = d.port
-        write(cfg, base.replace("interval = 1.0", "interval = 0.5").replace("port = 0", "port = 8099")
+        assert host_status(port, "pi.local") == 403
+        write(cfg, base.replace("interval = 1.0", "interval = 0.5").replace("port = 0", "port = 8099\nallowed_hosts = [\"pi.local\"]")
               + '[detect]\nthreshold = 0.7\ndeny = ["car"]\n[model]\nthreads = 1\n')
         n = len(d.lines)
         d.proc.send_signal(signal.SIGHUP)
         applied = d.wait_for(lambda: lines_with(d, "reload: applied", n), timeout=10)
         assert "detect.threshold = 0.7" in applied[0] and "stats.interval = 0.5" in applied[0], applied
-        assert "detect.deny = ['car']" in applied[0]
+        assert "detect.deny = ['car']" in applied[0] and "http.allowed_hosts" in applied[0]
+        assert host_status(port, "pi.local") == 200
         refused = d.wait_for(lambda: lines_with(d, "reload: kept the running value of", n), timeout=5)
         assert len(refused) == 1 and "http.port" in refused[0] and "model.threads" in refused[0], refused
         assert "detect." not in refused[0]
