@@ -20,15 +20,12 @@ from __future__ import annotations
 import json
 import math
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from edgedetect.config import Config
 from edgedetect.sinks.events.ondisk import CLIP, CROP, ID_RE, SNAPSHOT
-from edgedetect.sinks.events.store import event_json
+from edgedetect.sinks.events.store import EventStore, event_json
 from edgedetect.sinks.viewer import Request, Response
-
-if TYPE_CHECKING:
-    from edgedetect.sinks.events.record import Recording
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -44,8 +41,9 @@ def _error(status: int, message: str) -> Response:
 
 
 class History:
-    def __init__(self, recording: "Recording", cfg: Config):
-        self.recording = recording
+    def __init__(self, store: Callable[[], EventStore | None], stats: Callable[[], dict[str, Any]], cfg: Config):
+        self.store = store  # the store in use now (None while it cannot be opened)
+        self.stats = stats
         self.cfg = cfg
         self.page = resources.files("edgedetect.sinks").joinpath("static/events.html").read_bytes()
 
@@ -72,7 +70,7 @@ class History:
             return _error(400, f"limit: expected 0 to {MAX_LIMIT}")
         if any(v is not None and not math.isfinite(v) for v in (since, until)):
             return _error(400, "since, until: expected finite numbers")
-        store = self.recording.store
+        store = self.store()
         events = store.query(q.get("label") or None, q.get("zone") or None, since, until, limit) if store else []
         return _json(200, {
             "events": [event_json(e) for e in events],
@@ -80,12 +78,12 @@ class History:
             "total": store.count() if store else 0,
             "zones": [z.name for z in self.cfg.zones],
             "labels": sorted(self.cfg.record.labels),
-            "record": self.recording.stats(),
+            "record": self.stats(),
         })
 
     def one_event(self, req: Request) -> Response:
         event_id = req.path[len("/api/events/"):]
-        store = self.recording.store
+        store = self.store()
         if store is None or not ID_RE.fullmatch(event_id):
             return _error(404, "no such event")
         if req.method == "DELETE":
@@ -101,7 +99,7 @@ class History:
         parts = req.path[len("/events/"):].split("/")
         if len(parts) != 2 or not ID_RE.fullmatch(parts[0]) or parts[1] not in TYPES:
             return _error(404, "not found")
-        store = self.recording.store
+        store = self.store()
         f = store.open(parts[0], parts[1]) if store else None
         if f is None:
             return _error(404, "not found")

@@ -186,7 +186,7 @@ class Recording:
         if self.recorder is not None:
             hooks.on_frame(self.recorder.on_frame)
         hooks.add_figures("record", self.stats)
-        History(self, hooks.cfg).register(hooks.add_route)
+        History(lambda: self.store, self.stats, hooks.cfg).register(hooks.add_route)
 
     def wants(self, label: str) -> bool:
         return not self.labels or label in self.labels
