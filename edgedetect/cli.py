@@ -143,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     if cfg.http.enabled:  # an address that is none is said before anything slow (and before tokens)
-        from edgedetect.sinks.viewer import check_host
+        from edgedetect.hosts import check_host
 
         check_host(cfg.http.host)
     from edgedetect.daemon import Daemon

@@ -344,7 +344,7 @@ def _validate_areas(cfg: Config, origin: str) -> None:
 
 
 def _validate_http(cfg: Config, origin: str) -> None:
-    from edgedetect.sinks.viewer import allowed_host_problem
+    from edgedetect.hosts import allowed_host_problem
 
     for i, entry in enumerate(cfg.http.allowed_hosts):
         why = allowed_host_problem(entry)

@@ -374,7 +374,7 @@ def check_port(cfg: Any) -> Check:
     http = cfg.http
     if not http.enabled:
         return Check("port", True, "viewer off (http.enabled = false)")
-    from edgedetect.sinks.viewer import is_loopback
+    from edgedetect.hosts import is_loopback
 
     if not is_loopback(http.host) and not http.token:
         return Check("port", False, f"http.host = {http.host!r} serves the network without http.token",

@@ -45,7 +45,7 @@ def _shown(key: str, value: Any) -> str:
 
 def plan(old: Config, new: Config) -> tuple[list[str], list[str]]:
     """(keys to apply now, keys refused) for a reload from `old` to `new`."""
-    from edgedetect.sinks.viewer import is_loopback
+    from edgedetect.hosts import is_loopback
 
     keys = changed_keys(old, new)
     live = [k for k in keys if k in LIVE]

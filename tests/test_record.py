@@ -3,15 +3,10 @@ daemon, and clips from pre_s before an event to post_s after it, on vtest.avi.""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import shutil
 import signal
 import sqlite3
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +16,7 @@ import pytest
 
 from conftest import VTEST
 from daemonproc import DaemonProcess
-from recordkit import HALL_ZONE, fill, record_config, tmpfs
+from recordkit import fill, record_config, tmpfs
 from edgedetect.pipeline.frames import Frame
 from edgedetect.sinks.events.ondisk import CLIP, CROP, SNAPSHOT, StorageFull, write_atomic
 from edgedetect.sinks.events.store import EventStore, event_json

@@ -39,7 +39,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 from edgedetect import clock
 from edgedetect.sinks.events import ondisk
 from edgedetect.sinks.events.ondisk import (CLIP, CROP, FILES, ID_RE, INDEX, INDEX_FILES, META, SNAPSHOT,
-                                            TEMPORARY, TMP_SUFFIX, StorageFull, is_full, write_atomic)
+                                            TEMPORARY, TMP_SUFFIX, StorageFull, write_atomic)
 
 log = logging.getLogger("edgedetect.sinks.events.store")
 
