@@ -20,21 +20,20 @@ IMAGES = ["kite_and_cold.jpg", "pets.jpg", "grace_hopper.bmp"]
 
 
 def measure() -> dict:
-    from edgedetect.detect.model import DetectFilter, load_model
+    from edgedetect.detect.families import load_model
+    from edgedetect.detect.model import DetectFilter
 
     models = SHARED / "models"
     media = SHARED / "media"
     det = load_model(models / "ssd_mobilenet_v2_coco_quant_postprocess.tflite", models / "coco_labels.txt", 1)
     out: dict = {}
     for name in IMAGES:
-        det.set_input(cv2.imread(str(media / name)))
-        det.invoke()
+        found = det.run(cv2.imread(str(media / name)), DetectFilter(threshold=0.5))
         out[name] = [{"label": d.label, "score": round(d.score, 4), "box": [round(x, 4) for x in d.box]}
-                     for d in det.decode(DetectFilter(threshold=0.5)).detections]
+                     for d in found.detections]
     cls = load_model(models / "mobilenet_v2_1.0_224_quant.tflite", models / "imagenet_labels.txt", 1)
-    cls.set_input(cv2.imread(str(media / "cat.bmp")))
-    cls.invoke()
-    out["cat.bmp"] = [{"label": c.label, "score": round(c.score, 4), "class_id": c.class_id} for c in cls.top(3)]
+    top = cls.run(cv2.imread(str(media / "cat.bmp")), DetectFilter(threshold=0.0), top_k=3).classes
+    out["cat.bmp"] = [{"label": c.label, "score": round(c.score, 4), "class_id": c.class_id} for c in top]
     return out
 
 

@@ -92,13 +92,14 @@ def test_one_jpeg_per_result_however_many_viewers(detector):
 
 def test_preprocessing_writes_into_the_input_tensor(detector):
     img = vtest_frame()
+    frame = Frame(0, 0.0, img)
     tensor = detector.interp.tensor(detector.input.index)
     before = tensor().ctypes.data
-    detector.set_input(img, bgr=True)  # warm
+    detector.prepare(frame)  # warm
     tracemalloc.start()
     try:
         for _ in range(20):
-            detector.set_input(img, bgr=True)
+            detector.prepare(frame)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -111,15 +112,14 @@ def test_preprocessing_writes_into_the_input_tensor(detector):
 
 
 def test_outputs_read_into_buffers_made_once(detector):
-    detector.set_input(vtest_frame(), bgr=True)
-    detector.invoke()
+    frame = Frame(0, 0.0, vtest_frame())
     flt = DetectFilter(threshold=0.3)
-    first = detector.decode(flt).detections
+    first = detector.detect(frame, flt).detections
     arrays = [id(a) for a in detector._buffers.arrays]
     tracemalloc.start()
     try:
         for _ in range(20):
-            again = detector.decode(flt).detections
+            again = detector.detect(frame, flt).detections
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

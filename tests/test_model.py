@@ -25,12 +25,11 @@ _GOLDEN_DIR = Path(__file__).parent / "golden"
 _ARCH = platform.machine() if (_GOLDEN_DIR / f"detections.{platform.machine()}.json").exists() else "x86_64"
 GOLDEN = json.loads((_GOLDEN_DIR / f"detections.{_ARCH}.json").read_text())
 STABLE_SCORE = 0.6  # detections near the 0.5 threshold may come and go across runtimes
+EVERY_CLASS = DetectFilter(threshold=0.0)  # a classifier's top k, however low they score
 
 
 def detect(model, name: str, threshold: float = 0.5):
-    model.set_input(cv2.imread(str(MEDIA / name)))
-    model.invoke()
-    return model.decode(DetectFilter(threshold=threshold)).detections
+    return model.run(cv2.imread(str(MEDIA / name)), DetectFilter(threshold=threshold)).detections
 
 
 @pytest.mark.parametrize("image", ["kite_and_cold.jpg", "pets.jpg", "grace_hopper.bmp"])
@@ -92,21 +91,18 @@ def test_in_tensor_preprocessing_equals_textbook_path(detector):
 
 
 def test_filters(detector):
+    img = cv2.imread(str(MEDIA / "kite_and_cold.jpg"))
     allow = DetectFilter(threshold=0.5, allow=frozenset({"person"}))
-    detector.set_input(cv2.imread(str(MEDIA / "kite_and_cold.jpg")))
-    detector.invoke()
-    assert {d.label for d in detector.decode(allow).detections} == {"person"}
+    assert {d.label for d in detector.run(img, allow).detections} == {"person"}
     deny = DetectFilter(threshold=0.5, deny=frozenset({"person"}))
-    assert "person" not in {d.label for d in detector.decode(deny).detections}
-    assert len(detector.decode(DetectFilter(threshold=0.3, max_detections=2)).detections) == 2
-    scores = [d.score for d in detector.decode(DetectFilter(threshold=0.3)).detections]
+    assert "person" not in {d.label for d in detector.run(img, deny).detections}
+    assert len(detector.run(img, DetectFilter(threshold=0.3, max_detections=2)).detections) == 2
+    scores = [d.score for d in detector.run(img, DetectFilter(threshold=0.3)).detections]
     assert scores == sorted(scores, reverse=True) and min(scores) >= 0.3
 
 
 def test_classifier_top1_cat(classifier):
-    classifier.set_input(cv2.imread(str(MEDIA / "cat.bmp")))
-    classifier.invoke()
-    top = classifier.top(3)
+    top = classifier.run(cv2.imread(str(MEDIA / "cat.bmp")), EVERY_CLASS, top_k=3).classes
     golden = GOLDEN["cat.bmp"]
     assert top[0].label == golden[0]["label"] == "Egyptian cat"
     assert abs(top[0].score - golden[0]["score"]) <= 0.05
@@ -118,9 +114,7 @@ def test_classifier_labels_without_background_line(tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(lines) + "\n")
     model = load_model(CLASSIFIER, labels, 1)
-    model.set_input(cv2.imread(str(MEDIA / "cat.bmp")))
-    model.invoke()
-    assert model.top(1)[0].label == "Egyptian cat"
+    assert model.run(cv2.imread(str(MEDIA / "cat.bmp")), EVERY_CLASS, top_k=1).classes[0].label == "Egyptian cat"
 
 
 def test_detector_labels_one_per_line_with_background(tmp_path):

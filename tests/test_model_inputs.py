@@ -11,9 +11,12 @@ import pytest
 
 from edgedetect.detect.classifier import Classifier
 from edgedetect.detect.families import load_model
+from edgedetect.detect.model import DetectFilter
+from edgedetect.pipeline.frames import Frame
 
 DATA = Path(__file__).parent / "data" / "digits"
 IMAGES = sorted((DATA / "images").glob("*.png"))
+EVERY_CLASS = DetectFilter(threshold=0.0)  # a classifier's top k, however low they score
 
 
 def model(name: str, input_range=(-1.0, 1.0)) -> Classifier:
@@ -34,7 +37,7 @@ def rgb32(path: Path) -> np.ndarray:
 def test_int8_input_is_quantized_pixels():
     m = model("int8")
     assert m.input.dtype == "int8" and m.input.quantized
-    m.set_input(cv2.imread(str(IMAGES[0])))
+    m.prepare(Frame(0, 0.0, cv2.imread(str(IMAGES[0]))))
     got = tensor(m).astype(int)
     real = rgb32(IMAGES[0]) / 127.5 - 1.0
     want = np.clip(np.round(real / m.input.scale + m.input.zero_point), -128, 127)
@@ -44,10 +47,10 @@ def test_int8_input_is_quantized_pixels():
 def test_float32_input_is_normalised():
     m = model("float32")
     assert m.input.dtype == "float32" and not m.input.quantized
-    m.set_input(cv2.imread(str(IMAGES[5])))
+    m.prepare(Frame(0, 0.0, cv2.imread(str(IMAGES[5]))))
     np.testing.assert_allclose(tensor(m), rgb32(IMAGES[5]) / 127.5 - 1.0, atol=1e-5)
     other = model("float32", (0.0, 1.0))  # a model trained on [0, 1] inputs
-    other.set_input(cv2.imread(str(IMAGES[5])))
+    other.prepare(Frame(0, 0.0, cv2.imread(str(IMAGES[5]))))
     np.testing.assert_allclose(tensor(other), rgb32(IMAGES[5]) / 255.0, atol=1e-5)
 
 
@@ -56,9 +59,7 @@ def test_classifies_digits(name):
     m = model(name)
     right = 0
     for path in IMAGES:
-        m.set_input(cv2.imread(str(path)))
-        m.invoke()
-        top = m.top(3)
+        top = m.run(cv2.imread(str(path)), EVERY_CLASS, top_k=3).classes
         assert len(top) == 3 and top[0].score >= top[1].score >= top[2].score
         right += top[0].label == path.name.split("_")[0]
     assert right / len(IMAGES) >= 0.6, right  # chance is 0.1
@@ -69,8 +70,6 @@ def test_int8_agrees_with_float():
     agree = 0
     for path in IMAGES:
         img = cv2.imread(str(path))
-        for m in (f, q):
-            m.set_input(img)
-            m.invoke()
-        agree += f.top(1)[0].label == q.top(1)[0].label
+        top_f, top_q = (m.run(img, EVERY_CLASS, top_k=1).classes for m in (f, q))
+        agree += top_f[0].label == top_q[0].label
     assert agree / len(IMAGES) >= 0.8, agree

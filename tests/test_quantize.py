@@ -153,6 +153,7 @@ def test_int8_classifies_in_daemon_pipeline(produced: dict) -> None:
     import cv2
 
     from edgedetect.detect.families import load_model
+    from edgedetect.detect.model import DetectFilter
 
     path = produced["out"] / "int8.tflite"
     model = load_model(path, labels_path_for(path), threads=1)
@@ -161,9 +162,8 @@ def test_int8_classifies_in_daemon_pipeline(produced: dict) -> None:
     hits = total = 0
     for digit in CLASSES:
         for image in sorted((eval_dir / digit).glob("*.png"))[:5]:
-            model.set_input(cv2.imread(str(image)), bgr=True)  # frames reach the daemon as BGR
-            model.invoke()
-            top = model.top(3)
+            # frames reach the daemon as BGR
+            top = model.run(cv2.imread(str(image)), DetectFilter(threshold=0.0), top_k=3, bgr=True).classes
             assert len(top) == 3 and top[0].score >= top[1].score
             hits += top[0].label == digit
             total += 1

@@ -149,9 +149,7 @@ def vtest_detections(detector) -> list[list[Detection]]:
         ok, img = cap.read()
         if not ok:
             break
-        detector.set_input(img, bgr=True)
-        detector.invoke()
-        out.append(detector.decode(flt).detections)
+        out.append(detector.run(img, flt, bgr=True).detections)
     cap.release()
     assert len(out) == 795
     return out

@@ -11,7 +11,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from edgedetect.detect.resolve import ModelFiles, load_configured
 from edgedetect.detect.tensors import TensorInfo
 from edgedetect.detect.yolo import YoloNms, YoloV5, YoloV8
 from edgedetect.errors import ModelError
+from edgedetect.pipeline.frames import Frame
 
 YOLOV8 = MODELS / "yolov8n_full_integer_quant.tflite"  # int8 in and out, [1, 84, 8400], names in temp_meta.txt
 YOLO11 = MODELS / "yolo11n_int8.tflite"  # float in and out, [1, 84, 8400], names in metadata.json
@@ -101,8 +101,8 @@ def test_family_recognised_from_outputs(name):
     path, family = YOLOS[name]
     m = load_model(path, None, 1)
     assert type(m) is family and m.kind == "detector" and m.input_range == (0.0, 1.0)
-    m.set_input(np.zeros((480, 640, 3), np.uint8))
-    assert m.fit.offset_y > 0 and m.fit.offset_x == 0  # letterboxed by default
+    fit = m.prepare(Frame(0, 0.0, np.zeros((480, 640, 3), np.uint8)))
+    assert fit.offset_y > 0 and fit.offset_x == 0  # letterboxed by default
 
 
 def _info(shape, dtype="float32") -> list[TensorInfo]:
@@ -187,9 +187,9 @@ def test_boxes_agree_with_ssd(yolo, ssd):
 
 # --- decode against a plain one ------------------------------------------------------------------
 
-def plain_decode(model, threshold: float, iou_limit: float, max_det: int) -> list[tuple[int, float, tuple]]:
+def plain_decode(model, fit: Fit, threshold: float, iou_limit: float, max_det: int) -> list[tuple[int, float, tuple]]:
     """Every output value dequantized to float, boxes and scores per anchor, then NMS as a plain
-    loop per class; boxes mapped to the frame with the model's letterbox fit."""
+    loop per class; boxes mapped to the frame with its letterbox fit."""
     t = model.layout.tensor
     raw = model.interp.get_tensor(t.index)[0]
     real = (raw.astype(np.float32) - np.float32(t.zero_point)) * np.float32(t.scale) if t.quantized \
@@ -217,7 +217,6 @@ def plain_decode(model, threshold: float, iou_limit: float, max_det: int) -> lis
             if all(o[0] != c[0] or iou(o[2], c[2]) <= iou_limit for o in found):
                 found.append(c)
         found = found[:max_det]
-    fit = model.fit
     out = []
     for k, s, (x0, y0, x1, y1) in found:
         box = ((x0 - fit.offset_x) * fit.gain_x, (y0 - fit.offset_y) * fit.gain_y,
@@ -231,8 +230,9 @@ def plain_decode(model, threshold: float, iou_limit: float, max_det: int) -> lis
 def test_decode_agrees_with_plain_decode(yolo, threshold):
     flt = DetectFilter(threshold=threshold, max_detections=100)
     for img in [image("kite_and_cold.jpg"), image("pets.jpg"), *vtest_frames((0, 300))]:
-        got = yolo.run(img, flt).detections
-        want = plain_decode(yolo, threshold, flt.iou, flt.max_detections)
+        found = yolo.run(img, flt)
+        got = found.detections
+        want = plain_decode(yolo, found.fit, threshold, flt.iou, flt.max_detections)
         assert len(got) == len(want) and len(want) > 0, (got, want)
         for d, (k, s, box) in zip(got, want):
             assert d.class_id == k
@@ -283,15 +283,15 @@ def test_decode_agrees_on_synthetic_outputs(name):
     """The decode of every layout against the plain one, on made-up output values written into the
     output tensor (no invoke: quick on an emulated Arm too), letterboxed from a 768x576 frame."""
     m = load_model(YOLOS[name][0], COCO80, 1)
-    m.set_input(np.zeros((576, 768, 3), np.uint8))
+    fit = m.prepare(Frame(0, 0.0, np.zeros((576, 768, 3), np.uint8)))
     rng = np.random.default_rng(11)
     for threshold in (0.25, 0.5, 0.8):
         view = m.interp.tensor(m.layout.tensor.index)()
         view[...] = synthetic_outputs(m, rng)
         del view
         flt = DetectFilter(threshold=threshold, max_detections=100)
-        got = m.decode(flt).detections
-        want = plain_decode(m, threshold, flt.iou, flt.max_detections)
+        got = m.decode(fit, flt).detections
+        want = plain_decode(m, fit, threshold, flt.iou, flt.max_detections)
         assert len(got) == len(want) and len(want) > 0, (threshold, got, want)
         for d, (k, sc, box) in zip(got, want):
             assert (d.class_id, d.score) == (k, pytest.approx(sc, abs=1e-6))
@@ -466,20 +466,18 @@ def test_letterbox_fit_is_exact():
     """A 768x576 frame in a 640x640 input: scaled by 5/6 to 640x480, 80 grey rows above and below.
     Tensor coordinates map back to frame pixels exactly."""
     m = load_model(YOLO11, None, 1)
-    frame = np.full((576, 768, 3), 200, np.uint8)
-    m.set_input(frame)
-    assert m.fit == Fit(1.0, 640 / 480, 0.0, 80 / 640)
+    fit = m.prepare(Frame(0, 0.0, np.full((576, 768, 3), 200, np.uint8)))
+    assert fit == Fit(1.0, 640 / 480, 0.0, 80 / 640)
     tensor = m.interp.get_tensor(m.input.index)[0]
     assert np.allclose(tensor[:80], PAD_VALUE / 255.0) and np.allclose(tensor[560:], PAD_VALUE / 255.0)
     assert np.allclose(tensor[80:560], 200 / 255.0)
     # Tensor pixels -> frame pixels: (x, y) -> (x * 768/640, (y - 80) * 576/480).
     tensor_px = np.array([[0, 80, 640, 560], [320, 320, 400, 440], [64, 128, 128, 200]], np.float32)
-    frame_px = m.fit.to_frame(tensor_px / 640.0) * np.array([768, 576, 768, 576])
+    frame_px = fit.to_frame(tensor_px / 640.0) * np.array([768, 576, 768, 576])
     want = np.array([[0, 0, 768, 576], [384, 288, 480, 432], [76.8, 57.6, 153.6, 144]])
     np.testing.assert_allclose(frame_px, want, atol=1e-3)
     # A portrait frame: grey columns left and right instead.
-    m.set_input(np.full((640, 320, 3), 10, np.uint8))
-    assert m.fit == Fit(2.0, 1.0, 0.25, 0.0)
+    assert m.prepare(Frame(1, 0.0, np.full((640, 320, 3), 10, np.uint8))) == Fit(2.0, 1.0, 0.25, 0.0)
 
 
 @arm_slow
@@ -503,8 +501,7 @@ def test_letterbox_boxes_land_on_the_same_pixels(yolo):
 @arm_slow
 def test_stretch_when_asked():
     m = load_model(YOLO11, None, 1, resize="stretch")
-    m.set_input(np.zeros((576, 768, 3), np.uint8))
-    assert m.fit == Fit()
+    assert m.prepare(Frame(0, 0.0, np.zeros((576, 768, 3), np.uint8))) == Fit()
     assert any(d.label == "dog" for d in m.run(image("pets.jpg")).detections)
 
 
@@ -632,17 +629,12 @@ def test_decode_under_5_percent_of_invoke(name):
     flt = DetectFilter(threshold=0.25)
     invoke, decode = [], []
     for frame in vtest_frames(tuple(range(0, 300, 15))):
-        m.set_input(frame)
-        t0 = time.perf_counter()
-        m.invoke()
-        t1 = time.perf_counter()
-        dets = m.decode(flt)
-        t2 = time.perf_counter()
-        invoke.append(t1 - t0)
-        decode.append(t2 - t1)
-        assert dets.detections
+        found = m.run(frame, flt)
+        invoke.append(found.times.invoke_ms)
+        decode.append(found.times.postprocess_ms)
+        assert found.detections
     share = statistics.median(decode) / statistics.median(invoke)
-    assert share < 0.05, f"{name}: decode {statistics.median(decode) * 1e3:.2f} ms = {share:.1%} of invoke"
+    assert share < 0.05, f"{name}: decode {statistics.median(decode):.2f} ms = {share:.1%} of invoke"
 
 
 def test_every_yolo_family_is_registered():
@@ -650,3 +642,21 @@ def test_every_yolo_family_is_registered():
     assert {"ssd", "yolo-nms", "yolov5", "yolov8", "classifier"} == set(names)
     assert names.index("yolo-nms") < names.index("yolov5") < names.index("yolov8")
     assert math.isclose(YoloV5.input_range[1], 1.0) and YoloV5.letterbox
+
+
+# --- one call, one frame ------------------------------------------------------------------------------
+
+def test_frames_in_turn_get_the_boxes_they_get_alone():
+    """A portrait and a landscape picture through one letterboxing model in turn, as frames of two
+    cameras would come: each gets exactly the findings (boxes and fit) that a model which never
+    saw the other picture gives it, so no frame's place in the input reaches another's boxes."""
+    portrait = Frame(0, 0.0, image("grace_hopper.bmp"))  # 512x600: grey columns left and right
+    landscape = Frame(1, 0.0, image("kite_and_cold.jpg"))  # 1352x900: grey rows above and below
+    flt = DetectFilter(threshold=0.3, max_detections=50)
+    alone = {f.index: load_model(YOLO_NMS, COCO80, 1).detect(f, flt) for f in (portrait, landscape)}
+    assert alone[0].fit.offset_x > 0 and alone[0].fit.offset_y == 0
+    assert alone[1].fit.offset_y > 0 and alone[1].fit.offset_x == 0
+    assert alone[0].detections and alone[1].detections
+    shared = load_model(YOLO_NMS, COCO80, 1)
+    for f in (portrait, landscape, landscape, portrait, landscape, portrait):
+        assert shared.detect(f, flt) == alone[f.index], f.index  # times are not compared

@@ -8,6 +8,7 @@ import numpy as np
 
 from edgedetect.detect.labels import label_for
 from edgedetect.detect.model import DetectFilter, Findings, Loaded, Model
+from edgedetect.detect.preprocess import Fit
 from edgedetect.detect.tensors import OutputBuffers, TensorInfo
 from edgedetect.errors import ModelError
 from edgedetect.pipeline.frames import Classification
@@ -43,7 +44,7 @@ class Classifier(Model):
             return outputs[0]
         return None
 
-    def top(self, k: int = 5, threshold: float = 0.0) -> list[Classification]:
+    def _top(self, k: int, threshold: float) -> list[Classification]:
         raw = self._buffers.read()[0].reshape(-1)
         if self.output.quantized:
             scores = (raw.astype(np.float32) - self.output.zero_point) * self.output.scale
@@ -61,5 +62,5 @@ class Classifier(Model):
             out.append(Classification(int(i), label, float(scores[i])))
         return out
 
-    def decode(self, flt: DetectFilter, top_k: int = 3) -> Findings:
-        return Findings(classes=tuple(self.top(top_k, flt.threshold if flt.threshold < 1 else 0.0)))
+    def decode(self, fit: Fit, flt: DetectFilter, top_k: int = 3) -> Findings:
+        return Findings(classes=tuple(self._top(top_k, flt.threshold if flt.threshold < 1 else 0.0)))

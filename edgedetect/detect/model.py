@@ -1,20 +1,24 @@
-"""The one interface every model family implements: prepare a frame, invoke, decode.
+"""The one interface every model family implements: `detect(frame) -> Findings`.
 
 The worker, bench and daemon hold a `Model` and never ask which family it is. A family is a
 subclass with `recognise` (does this model's output layout belong to me?) and `decode`;
-families.py registers them.
+families.py registers them. A call is a request and its response: what belongs to one frame (how
+it was fitted into the input, what each step cost) comes back in its Findings, never stays on the
+model, so frames of different sizes, or from different cameras, may follow one another freely.
+Calls must not overlap: there is one interpreter, and its tensors hold the frame during a call.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from edgedetect.detect.preprocess import Fit, InputWriter
+from edgedetect import clock
+from edgedetect.detect.preprocess import STRETCH, Fit, InputWriter
 from edgedetect.detect.tensors import TensorInfo
 from edgedetect.pipeline.frames import Classification, Detection, Frame
 
@@ -36,9 +40,31 @@ class DetectFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class StageTimes:
+    """What one frame spent in each step of `detect`."""
+
+    preprocess_ms: float = 0.0  # into the input tensor
+    invoke_ms: float = 0.0  # the interpreter (a result's inference_ms)
+    postprocess_ms: float = 0.0  # decode: outputs to detections or classes
+
+
+@dataclass(frozen=True, slots=True)
 class Findings:
+    """What the model made of one frame. Boxes are already mapped back to the frame through `fit`,
+    which is kept for whoever needs the frame's place in the input tensor."""
+
     detections: tuple[Detection, ...] = ()
     classes: tuple[Classification, ...] = ()
+    fit: Fit = STRETCH
+    times: StageTimes = field(default=StageTimes(), compare=False)  # differ from run to run
+
+
+def _pixels(frame: Frame) -> tuple[np.ndarray, bool]:
+    """What the model reads of a frame, and whether it is BGR: the camera's RGB lores image when
+    there is one."""
+    if frame.lores is not None:
+        return frame.lores, False
+    return frame.image, True
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,30 +123,47 @@ class Model(ABC):
         """Frames are letterboxed into the input (their aspect kept), not stretched."""
         return self._writer.letterbox
 
-    @property
-    def fit(self) -> Fit:
-        """Where the last prepared frame sits in the input tensor."""
-        return self._writer.fit
+    def detect(self, frame: Frame, flt: DetectFilter = DetectFilter(), top_k: int = 3, *,
+               before_invoke: Callable[[], None] | None = None) -> Findings:
+        """One frame through the model: into the input tensor, invoke, decode. `before_invoke` runs
+        once the frame is in the tensor: the worker publishes the previous result there (see
+        pipeline/worker.py)."""
+        image, bgr = _pixels(frame)
+        return self._through(image, bgr, flt, top_k, before_invoke)
 
-    def set_input(self, image: np.ndarray, bgr: bool = True) -> None:
-        self._writer.write(image, bgr)
+    def run(self, image: np.ndarray, flt: DetectFilter = DetectFilter(), top_k: int = 3, bgr: bool = True) -> Findings:
+        """One image (BGR unless told) through the model, as `detect` does a frame (tests, tools)."""
+        return self._through(image, bgr, flt, top_k, None)
 
-    def prepare(self, frame: Frame) -> None:
-        """The frame into the input tensor (the camera's RGB lores image when there is one)."""
-        if frame.lores is not None:
-            self._writer.write(frame.lores, bgr=False)
-        else:
-            self._writer.write(frame.image, bgr=True)
+    def _through(self, image: np.ndarray, bgr: bool, flt: DetectFilter, top_k: int,
+                 before_invoke: Callable[[], None] | None) -> Findings:
+        t0 = clock.now()
+        fit = self._writer.write(image, bgr)
+        t1 = clock.now()
+        if before_invoke is not None:
+            before_invoke()
+        t2 = clock.now()
+        self.invoke()
+        t3 = clock.now()
+        found = self.decode(fit, flt, top_k)
+        t4 = clock.now()
+        times = StageTimes((t1 - t0) * 1000.0, (t3 - t2) * 1000.0, (t4 - t3) * 1000.0)
+        return Findings(found.detections, found.classes, fit, times)
+
+    # The steps of `detect`, one at a time: for bench's invoke-alone figure and for tests that write
+    # the outputs themselves. Between them the interpreter's tensors hold the frame; only `detect`
+    # keeps the three together.
+
+    def prepare(self, frame: Frame) -> Fit:
+        """Step 1: the frame into the input tensor; how it sits there."""
+        image, bgr = _pixels(frame)
+        return self._writer.write(image, bgr)
 
     def invoke(self) -> None:
+        """Step 2: the interpreter on whatever the input tensor holds."""
         self.interp.invoke()
 
     @abstractmethod
-    def decode(self, flt: DetectFilter, top_k: int = 3) -> Findings:
-        """The outputs of the last invoke, as detections (boxes normalised to the frame) and/or classes."""
-
-    def run(self, image: np.ndarray, flt: DetectFilter = DetectFilter(), top_k: int = 3, bgr: bool = True) -> Findings:
-        """One BGR image through the model, start to end (tests, tools)."""
-        self.set_input(image, bgr)
-        self.invoke()
-        return self.decode(flt, top_k)
+    def decode(self, fit: Fit, flt: DetectFilter, top_k: int = 3) -> Findings:
+        """Step 3: the outputs of the invoke just made, for a frame that sat in the input as `fit`:
+        detections (boxes normalised to that frame) and/or classes."""

@@ -1,6 +1,6 @@
 """Frames into a model's input tensor: fitted (stretched or letterboxed) straight into the
 tensor's buffer, colour-converted on the small image, then the model's own numeric mapping,
-in NHWC or NCHW layout. The fit is remembered so that boxes map back to the frame exactly."""
+in NHWC or NCHW layout. Each write returns its frame's fit, so that boxes map back to that frame exactly."""
 
 from __future__ import annotations
 
@@ -61,7 +61,6 @@ class InputWriter:
         self.info = info
         self.height, self.width, self.channels_first = image_layout(info)
         self.letterbox = letterbox
-        self.fit = STRETCH  # of the last frame written
         self._tensor = interp.tensor(info.index)
         lo, hi = input_range
         pixels = np.arange(256, dtype=np.float64)
@@ -89,19 +88,17 @@ class InputWriter:
         self._staging = None if direct else np.empty((self.height, self.width, 3), np.uint8)
         self._scaled: np.ndarray | None = None  # letterbox: the resized image before it is placed
 
-    def _fit_into(self, image: np.ndarray, target: np.ndarray) -> None:
+    def _fit_into(self, image: np.ndarray, target: np.ndarray) -> Fit:
         ih, iw = image.shape[:2]
         if not self.letterbox:
-            self.fit = STRETCH
             if ih == self.height and iw == self.width:
                 np.copyto(target, image)
             else:
                 cv2.resize(image, (self.width, self.height), dst=target, interpolation=cv2.INTER_LINEAR)
-            return
+            return STRETCH
         w, h, left, top = letterbox_geometry(iw, ih, self.width, self.height)
         if self._scaled is None or self._scaled.shape[:2] != (h, w):
             self._scaled = np.empty((h, w, 3), np.uint8)
-            self.fit = Fit(self.width / w, self.height / h, left / self.width, top / self.height)
         if (ih, iw) == (h, w):
             np.copyto(self._scaled, image)
         else:
@@ -111,26 +108,28 @@ class InputWriter:
         target[top:top + h, :left] = PAD_VALUE
         target[top:top + h, left + w:] = PAD_VALUE
         target[top:top + h, left:left + w] = self._scaled
+        return Fit(self.width / w, self.height / h, left / self.width, top / self.height)
 
     def write(self, image: np.ndarray, bgr: bool) -> Fit:
+        """`image` into the input tensor; how it sits there."""
         view = self._tensor()[0]
         try:
             target = self._staging if self._staging is not None else view.view(np.uint8)
-            self._fit_into(image, target)
+            fit = self._fit_into(image, target)
             if bgr:
                 cv2.cvtColor(target, cv2.COLOR_BGR2RGB, dst=target)
             if self.info.dtype == "float32":
                 src = target.transpose(2, 0, 1) if self.channels_first else target
                 np.multiply(src, self._float_scale, out=view, casting="unsafe")
                 view += self._float_offset
-                return self.fit
+                return fit
             if self._lut is not None:
                 cv2.LUT(target, self._lut, dst=target)
             elif self._xor:
                 np.bitwise_xor(target, 0x80, out=target)
             if self.channels_first:
                 np.copyto(view.view(np.uint8), target.transpose(2, 0, 1))
-            return self.fit
+            return fit
         finally:
             # The runtime refuses to invoke while numpy views of its buffers are alive.
             del view

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgedetect.detect.labels import has_background, label_for
 from edgedetect.detect.model import DetectFilter, Findings, Loaded, Model
+from edgedetect.detect.preprocess import Fit
 from edgedetect.detect.tensors import OutputBuffers, TensorInfo
 from edgedetect.detect.tflite_file import postprocess_options
 from edgedetect.errors import ModelError
@@ -77,7 +78,7 @@ class SsdDetector(Model):
             return None
         return SsdOutputs(boxes[0].index, classes[0].index, scores[0].index, count[0].index)
 
-    def decode(self, flt: DetectFilter, top_k: int = 3) -> Findings:
+    def decode(self, fit: Fit, flt: DetectFilter, top_k: int = 3) -> Findings:
         count_a, scores_a, boxes_a, classes_a = self._buffers.read()
         count = int(count_a.reshape(-1)[0])
         scores = scores_a[0][:count]
@@ -86,7 +87,7 @@ class SsdDetector(Model):
             return Findings()
         keep = keep[np.argsort(-scores[keep], kind="stable")]
         # (ymin, xmin, ymax, xmax) -> (xmin, ymin, xmax, ymax), then back to frame coordinates.
-        boxes = self.fit.to_frame(boxes_a[0][keep][:, [1, 0, 3, 2]])
+        boxes = fit.to_frame(boxes_a[0][keep][:, [1, 0, 3, 2]])
         classes = classes_a[0]
         found: list[Detection] = []
         for box, i in zip(boxes.tolist(), keep):

@@ -25,6 +25,7 @@ from edgedetect.detect.labels import has_background, label_for
 from edgedetect.detect.metadata import appended_zip, ultralytics_metadata
 from edgedetect.detect.model import DetectFilter, Findings, Loaded, Model
 from edgedetect.detect.nms import Quant, cap, nms, xywh_to_xyxy
+from edgedetect.detect.preprocess import Fit
 from edgedetect.detect.tensors import TensorInfo
 from edgedetect.errors import ModelError
 from edgedetect.pipeline.frames import Detection
@@ -148,7 +149,7 @@ class YoloBase(Model):
             boxes *= self._pixels_to_unit
         return boxes
 
-    def decode(self, flt: DetectFilter, top_k: int = 3) -> Findings:
+    def decode(self, fit: Fit, flt: DetectFilter, top_k: int = 3) -> Findings:
         c = self.candidates(flt.threshold)
         if c.scores.size == 0:
             return Findings()
@@ -162,7 +163,7 @@ class YoloBase(Model):
             order = nms(c.boxes, c.scores, c.classes, flt.iou, flt.max_detections)
         else:
             order = np.argsort(-c.scores, kind="stable")[:flt.max_detections]
-        boxes = self.fit.to_frame(self.to_unit(c.boxes[order]))
+        boxes = fit.to_frame(self.to_unit(c.boxes[order]))
         return Findings(detections=tuple(
             Detection(int(k), self.label(int(k)), float(s), tuple(b))
             for b, s, k in zip(boxes.tolist(), c.scores[order].tolist(), c.classes[order].tolist())))

@@ -25,19 +25,11 @@ from edgedetect.pipeline.stats import PipelineStats
 log = logging.getLogger("edgedetect.pipeline.worker")
 
 
-def run_model(model: Model, frame: Frame, flt: DetectFilter, top_k: int) -> Result:
-    """Invoke on the prepared input and decode the outputs."""
-    t0 = clock.now()
-    model.invoke()
-    t1 = clock.now()
-    found = model.decode(flt, top_k)
-    return Result(frame, found.detections, found.classes, inference_ms=(t1 - t0) * 1000.0, t_done=clock.now())
-
-
-def infer(model: Model, frame: Frame, flt: DetectFilter, top_k: int) -> Result:
-    """One frame through the model, start to end."""
-    model.prepare(frame)
-    return run_model(model, frame, flt, top_k)
+def infer(model: Model, frame: Frame, flt: DetectFilter, top_k: int,
+          before_invoke: Callable[[], None] | None = None) -> Result:
+    """One frame through the model, as a result (`before_invoke`: see Model.detect)."""
+    found = model.detect(frame, flt, top_k, before_invoke=before_invoke)
+    return Result(frame, found.detections, found.classes, inference_ms=found.times.invoke_ms, t_done=clock.now())
 
 
 def held(last: Result, frame: Frame) -> Result:
@@ -63,6 +55,7 @@ class InferenceWorker(StageThread):
         self.failed = threading.Event()  # set after max_failures in a row: the daemon exits
         self.last_result_t = 0.0
         self._last: Result | None = None  # newest inferred result, held on still frames
+        self._waiting: Result | None = None  # inferred, published once the next frame is in the input tensor
 
     def set_filter(self, flt: DetectFilter, top_k: int) -> None:
         """A new filter from a config reload; the next inference uses it (one reference each, swapped whole)."""
@@ -79,13 +72,17 @@ class InferenceWorker(StageThread):
         self._stats.skipped_frame(result.t_done)
         self._publish(result)
 
+    def _publish_waiting(self) -> None:
+        result, self._waiting = self._waiting, None
+        if result is not None:
+            self._publish(result)
+
     def _run(self) -> None:
         in_a_row = 0
         frame: Frame | None = None  # the next frame to infer, already past the gate
-        prepared = False  # its pixels are already in the input tensor
         while not self._stop.is_set():
             if frame is None:
-                frame, prepared = self._slot.take(timeout=0.2), False
+                frame = self._slot.take(timeout=0.2)
                 if frame is None:
                     continue
                 if self._gate_skips(frame):
@@ -93,10 +90,9 @@ class InferenceWorker(StageThread):
                     frame = None
                     continue
             try:
-                if not prepared:
-                    self.model.prepare(frame)
-                result = run_model(self.model, frame, self._flt, self._top_k)
+                result = infer(self.model, frame, self._flt, self._top_k, self._publish_waiting)
             except Exception as e:  # noqa: BLE001 - any runtime failure skips the frame
+                self._publish_waiting()
                 in_a_row += 1
                 self._stats.inference_failed()
                 if in_a_row == 1:
@@ -116,20 +112,17 @@ class InferenceWorker(StageThread):
             self._last = result
             self.last_result_t = result.t_done
             self._stats.inferred(result.t_done, result.inference_ms)
-            # A frame already waiting is put into the input tensor *before* the result wakes the
-            # viewers and the capture thread: preprocessing then never waits for the GIL behind
-            # them, which cost 1-4 ms a frame on a busy 2-core machine. It delays the result by
+            # When a frame is already waiting, this result is published from that frame's detect
+            # call, once its pixels are in the input tensor (before_invoke): preprocessing then
+            # never waits for the GIL behind the viewers and the capture thread that the result
+            # wakes, which cost 1-4 ms a frame on a busy 2-core machine. It delays the result by
             # the preprocessing alone (about 0.3 ms), and only when frames queue up.
-            frame, prepared = self._slot.take(timeout=0), False
-            hold = frame is not None and self._gate_skips(frame)
-            if frame is not None and not hold:
-                try:
-                    self.model.prepare(frame)
-                    prepared = True
-                except Exception:  # noqa: BLE001 - retried, and counted, at the top of the loop
-                    pass
+            frame = self._slot.take(timeout=0)
+            if frame is not None and not self._gate_skips(frame):
+                self._waiting = result
+                continue
             self._publish(result)
-            if hold:
-                assert frame is not None
+            if frame is not None:
                 self._publish_held(frame)
                 frame = None
+        self._publish_waiting()  # stopped while a result waited for the next frame's preprocessing
