@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedetect.errors import ConfigError, shorten
+from edgedetect.geometry import MAX_MASKS, MAX_ZONES, NAME_RE, polygon_problem
 
 DEFAULT_CONFIG_PATH = Path("/etc/edgedetect/edgedetect.toml")
 
@@ -310,8 +311,6 @@ def set_value(cfg: Config, dotted: str, value: Any, origin: str = "command line"
 
 def _validate_areas(cfg: Config, origin: str) -> None:
     """Zones, masks and label filters: one line naming the zone (or mask, or label)."""
-    from edgedetect.sinks.events.zones import MAX_MASKS, MAX_ZONES, NAME_RE, polygon_problem
-
     # Counted before any polygon is looked at: the checks of each polygon cost more than linearly.
     for section, items, most in (("zones", cfg.zones, MAX_ZONES), ("masks", cfg.masks, MAX_MASKS)):
         if len(items) > most:

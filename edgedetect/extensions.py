@@ -20,7 +20,7 @@ from edgedetect.pipeline.frames import Frame, Result
 from edgedetect.pipeline.health import Progress
 
 if TYPE_CHECKING:
-    from edgedetect.sinks.viewer import Route
+    from edgedetect.routes import Route
 
 log = logging.getLogger("edgedetect.extensions")
 
@@ -45,9 +45,9 @@ EXTENSIONS: tuple[Registration, ...] = (
     Registration("edgedetect.sinks.display", lambda c: c.display.mode != "none",
                  "picamera2 (apt install python3-picamera2)"),
     # one tracker for MQTT events and the event store ([record])
-    Registration("edgedetect.sinks.events.sink", lambda c: c.mqtt.enabled or c.record.enabled,
+    Registration("edgedetect.sinks.events", lambda c: c.mqtt.enabled or c.record.enabled,
                  "paho-mqtt (pip install 'paho-mqtt>=2')"),
-    Registration("edgedetect.sinks.events.zones", lambda c: c.http.enabled, ""),  # /api/zones: the viewer's overlay
+    Registration("edgedetect.sinks.zones", lambda c: c.http.enabled, ""),  # /api/zones: the viewer's overlay
     Registration("edgedetect.sinks.metrics", lambda c: c.http.enabled,
                  "prometheus-client (pip install prometheus-client)"),
 )

@@ -18,8 +18,8 @@ from daemonproc import DaemonProcess
 from edgedetect import config
 from edgedetect.config import Config, ZoneConfig
 from edgedetect.errors import ConfigError
-from edgedetect.sinks.events.sink import attach
-from edgedetect.sinks.events.topics import slug
+from edgedetect.messaging.topics import slug
+from edgedetect.sinks.events import attach
 from fakehooks import make_hooks
 from mosquitto import MOSQUITTO, Broker, Recorder
 

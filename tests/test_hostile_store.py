@@ -16,12 +16,13 @@ import pytest
 from conftest import MEDIA
 from daemonproc import DaemonProcess
 from recordkit import ext4_drive, record_config
-from edgedetect.sinks.events import ondisk
-from edgedetect.sinks.events.ondisk import CLIP, CROP, META, SNAPSHOT, NotOurs
-from edgedetect.sinks.events.store import EventStore
+from edgedetect.storage import ondisk
+from edgedetect.storage.ondisk import CLIP, CROP, META, SNAPSHOT, NotOurs
+from edgedetect.storage.store import EventStore
 
 PHOTO = (MEDIA / "kite_and_cold.jpg").read_bytes()
 JPEG = cv2.imencode(".jpg", cv2.imread(str(MEDIA / "pets.jpg")))[1].tobytes()
+EVENT_LOGGERS = ("edgedetect.sinks.events", "edgedetect.tracking", "edgedetect.storage", "edgedetect.messaging")
 
 
 def user_files(root: Path) -> dict[str, str]:
@@ -223,7 +224,7 @@ def test_a_drive_going_read_only_pauses_once_and_resumes_when_replugged(tmp_path
             health = d.get("/healthz")[0]
             code, _ = d.terminate()
             out = d.output()
-    log_lines = [ln for ln in lines_ro if "edgedetect.sinks.events" in ln]
+    log_lines = [ln for ln in lines_ro if any(m in ln for m in EVENT_LOGGERS)]
     assert code == 0 and health == 200 and "Traceback" not in out
     assert len(log_lines) == 1 and "Read-only file system" in log_lines[0], log_lines
     assert during["record"]["paused"] and "Read-only file system" in during["record"]["reason"]

@@ -1,5 +1,6 @@
 """The package's shape, checked from its source: no import cycle, data flows one way (the
-pipeline and models never import the sinks or the daemon), and no module-level mutable state."""
+pipeline and models never import the sinks or the daemon; tracking feeds storage and messaging,
+which never meet), the config imports no feature, and no module-level mutable state."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "edgedetect"
 UPSTREAM = ("edgedetect.pipeline", "edgedetect.detect", "edgedetect.sources", "edgedetect.system")
 DOWNSTREAM = ("edgedetect.sinks", "edgedetect.daemon", "edgedetect.extensions", "edgedetect.cli")
+FEATURES = ("edgedetect.detect", "edgedetect.pipeline", "edgedetect.sources", "edgedetect.sinks",
+            "edgedetect.tracking", "edgedetect.storage", "edgedetect.messaging")
+# The event code by role -> what it never imports; only the events extension in sinks/ imports all three.
+ROLES = {
+    "edgedetect.tracking": ("edgedetect.storage", "edgedetect.messaging", "edgedetect.sinks"),
+    "edgedetect.storage": ("edgedetect.messaging", "edgedetect.sinks"),
+    "edgedetect.messaging": ("edgedetect.storage", "edgedetect.sinks"),
+}
 MUTABLE = (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)
 
 
@@ -71,6 +80,26 @@ def test_data_flows_one_way():
 def _inner_imports(tree: ast.Module) -> set[str]:
     return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
             and n.module.startswith("edgedetect")}
+
+
+def _within(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def test_event_roles_point_one_way():
+    mods = modules()
+    assert all(any(_within(name, (pkg,)) for name in mods) for pkg in ROLES)
+    wrong = [(name, dep) for name, tree in mods.items() for pkg, banned in ROLES.items() if _within(name, (pkg,))
+             for dep in top_level_imports(tree, set(mods)) | _inner_imports(tree) if _within(dep, banned)]
+    assert wrong == []
+
+
+def test_config_imports_no_feature():
+    """The config is read before any feature is loaded, and every feature reads it."""
+    mods = modules()
+    tree = mods["edgedetect.config"]
+    wrong = [dep for dep in top_level_imports(tree, set(mods)) | _inner_imports(tree) if _within(dep, FEATURES)]
+    assert wrong == []
 
 
 def test_no_module_level_mutable_state():

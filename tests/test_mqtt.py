@@ -22,9 +22,10 @@ from daemonproc import DaemonProcess
 from edgedetect.config import Config, MqttConfig
 from edgedetect.errors import UserError
 from edgedetect.extensions import EXTENSIONS
-from edgedetect.sinks.events.discovery import discovery_configs
-from edgedetect.sinks.events.sink import attach, crop_region
-from edgedetect.sinks.events.topics import Topics, check_config, slug
+from edgedetect.messaging.discovery import discovery_configs
+from edgedetect.messaging.topics import Topics, check_config, slug
+from edgedetect.sinks.events import attach
+from edgedetect.tracking.events import crop_region
 from fakehooks import make_hooks
 from mosquitto import MOSQUITTO, Broker, Recorder, free_port
 
@@ -125,7 +126,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="^mqtt.ca_file: "):
         attach(hooks)
     cfg.mqtt = MqttConfig(enabled=False)
-    events = next(r for r in EXTENSIONS if r.module == "edgedetect.sinks.events.sink")
+    events = next(r for r in EXTENSIONS if r.module == "edgedetect.sinks.events")
     assert not events.wanted(cfg)
 
 
@@ -137,7 +138,7 @@ def test_snapshot_crop_region() -> None:
 
 
 def test_listener_is_cheap_bounded_and_skips_held_frames() -> None:
-    from edgedetect.sinks.events.sink import QUEUE_FRAMES, EventsExtension
+    from edgedetect.sinks.events import QUEUE_FRAMES, EventsExtension
     from edgedetect.pipeline.frames import Frame, Result
     from edgedetect.pipeline.worker import held
 

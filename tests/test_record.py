@@ -18,8 +18,8 @@ from conftest import VTEST
 from daemonproc import DaemonProcess
 from recordkit import fill, record_config, tmpfs
 from edgedetect.pipeline.frames import Frame
-from edgedetect.sinks.events.ondisk import CLIP, CROP, SNAPSHOT, StorageFull, write_atomic
-from edgedetect.sinks.events.store import EventStore, event_json
+from edgedetect.storage.ondisk import CLIP, CROP, SNAPSHOT, StorageFull, write_atomic
+from edgedetect.storage.store import EventStore, event_json
 
 av = pytest.importorskip("av")
 
@@ -172,7 +172,7 @@ def test_full_disk_lists_nothing_half_written(tmp_path: Path) -> None:
 
 def test_clip_covers_pre_and_post_at_the_camera_rate(tmp_path: Path) -> None:
     """Synthetic capture times (10 fps): the event from 8.0 to 12.0 s, pre 5 s, post 5 s."""
-    from edgedetect.sinks.events.recorder import ClipRecorder
+    from edgedetect.storage.recorder import ClipRecorder
 
     done = []
     rec = ClipRecorder(5.0, 5.0, 300.0, lambda *a: done.append(a))
@@ -206,7 +206,7 @@ def test_clip_covers_pre_and_post_at_the_camera_rate(tmp_path: Path) -> None:
 
 
 def test_preroll_is_bounded_in_bytes() -> None:
-    from edgedetect.sinks.events.recorder import ClipRecorder
+    from edgedetect.storage.recorder import ClipRecorder
 
     rec = ClipRecorder(30.0, 5.0, 300.0, lambda *a: None, max_preroll_bytes=200_000)
     imgs = vtest_frames(60)

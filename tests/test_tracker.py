@@ -9,7 +9,7 @@ import pytest
 from conftest import VTEST
 from edgedetect.pipeline.frames import Detection
 from edgedetect.detect.model import DetectFilter
-from edgedetect.sinks.events.tracker import Tracker, TrackerConfig, TrackEvent, iou
+from edgedetect.tracking.tracker import Tracker, TrackerConfig, TrackEvent, iou
 
 FPS = 10.0
 

@@ -12,8 +12,9 @@ import pytest
 from conftest import VTEST
 from edgedetect import config
 from edgedetect.errors import ConfigError
+from edgedetect.geometry import MAX_POINTS, Outline, inside, polygon_problem
 from edgedetect.pipeline.frames import Detection
-from edgedetect.sinks.events.zones import MAX_POINTS, Outline, Scene, foot, inside, polygon_problem
+from edgedetect.tracking.zones import Scene, foot
 
 SQUARE = ((0.2, 0.2), (0.6, 0.2), (0.6, 0.6), (0.2, 0.6))
 

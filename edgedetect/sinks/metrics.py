@@ -53,8 +53,8 @@ from prometheus_client.registry import Collector
 
 from edgedetect import __version__
 from edgedetect.extensions import Hooks
-from edgedetect.sinks.events.topics import device_name
-from edgedetect.sinks.viewer import Request, Response
+from edgedetect.naming import device_name
+from edgedetect.routes import Request, Response
 from edgedetect.system.sysfs import THROTTLE_FLAGS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

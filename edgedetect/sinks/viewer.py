@@ -30,6 +30,7 @@ from edgedetect.config import HttpConfig
 from edgedetect.errors import UserError, shorten
 from edgedetect.hosts import allowed_name, check_host, host_name, is_loopback, is_loopback_name, url_host
 from edgedetect.pipeline.publish import Publisher
+from edgedetect.routes import Request, Route
 
 log = logging.getLogger("edgedetect.sinks.viewer")
 
@@ -39,25 +40,6 @@ MAX_REFUSED_HOSTS_LOGGED = 32  # distinct refused Host names that get a log line
 MAX_HEAD = 70_000  # bytes of request line and headers buffered before the handler judges them
 POLL_S = 0.2  # accept loop: how late a stop or an expired deadline may be noticed
 
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str  # GET, HEAD or DELETE
-    path: str  # without the query
-    query: dict[str, list[str]]
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-# An extension's route: a Request in, a Response out (on the HTTP server's thread).
-Route = Callable[[Request], Response]
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgedetect.config import Config, MqttConfig
+from edgedetect.config import MqttConfig
 from edgedetect.errors import UserError
 
 QOS_STATE = 1  # events, counts, availability, discovery
@@ -16,11 +15,6 @@ QOS_BULK = 0  # stats and snapshots: only the newest matters
 ONLINE, OFFLINE = "online", "offline"
 _TOPIC_BAD = re.compile(r"[+#\x00]")
 _SLUG_OTHER = re.compile(r"[^a-zA-Z0-9_-]+")
-
-
-def device_name(cfg: Config) -> str:
-    """The device name used in topics, discovery and metric labels: mqtt.device or the host name."""
-    return cfg.mqtt.device or socket.gethostname().split(".")[0] or "edgedetect"
 
 
 def slug(text: str) -> str:

@@ -40,7 +40,7 @@ from edgedetect import clock
 from edgedetect.pipeline.frames import Frame
 from edgedetect.pipeline.stage import StageThread
 
-log = logging.getLogger("edgedetect.sinks.events.recorder")
+log = logging.getLogger("edgedetect.storage.recorder")
 
 KEYFRAME_S = 1.0  # a keyframe at least this often (capture time)
 PREROLL_SLACK_S = 2.0  # kept beyond pre_s: an event begins a few frames after its first sighting
@@ -359,7 +359,7 @@ class ClipRecorder(StageThread):
             clip.out.close()
             if clip.packets == 0:
                 raise RuntimeError("no video in the clip")
-            from edgedetect.sinks.events.ondisk import fsync_file
+            from edgedetect.storage.ondisk import fsync_file
 
             fsync_file(clip.path)
         except Exception as e:  # noqa: BLE001

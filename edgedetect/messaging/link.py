@@ -1,5 +1,5 @@
 """The MQTT connection (paho): background connect and reconnect, bounded holding of messages,
-and the figures the events sink reports."""
+and the figures reported under "mqtt" in /api/stats."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edgedetect.config import MqttConfig
 from edgedetect.errors import UserError
-from edgedetect.sinks.events.topics import OFFLINE, QOS_STATE, Topics
+from edgedetect.messaging.topics import OFFLINE, QOS_STATE, Topics
 
-log = logging.getLogger("edgedetect.sinks.events")
+log = logging.getLogger("edgedetect.messaging.link")
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30

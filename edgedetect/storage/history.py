@@ -23,9 +23,9 @@ from importlib import resources
 from typing import Any, Callable
 
 from edgedetect.config import Config
-from edgedetect.sinks.events.ondisk import CLIP, CROP, ID_RE, SNAPSHOT
-from edgedetect.sinks.events.store import EventStore, event_json
-from edgedetect.sinks.viewer import Request, Response
+from edgedetect.storage.ondisk import CLIP, CROP, ID_RE, SNAPSHOT
+from edgedetect.storage.store import EventStore, event_json
+from edgedetect.routes import Request, Response
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -45,7 +45,7 @@ class History:
         self.store = store  # the store in use now (None while it cannot be opened)
         self.stats = stats
         self.cfg = cfg
-        self.page = resources.files("edgedetect.sinks").joinpath("static/events.html").read_bytes()
+        self.page = resources.files("edgedetect.storage").joinpath("static/events.html").read_bytes()
 
     def register(self, add_route: Callable[..., None]) -> None:
         add_route("/events", self.events_page)

@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from edgedetect import clock
-from edgedetect.sinks.events import ondisk
-from edgedetect.sinks.events.ondisk import (CLIP, CROP, FILES, ID_RE, INDEX, INDEX_FILES, META, SNAPSHOT,
+from edgedetect.storage import ondisk
+from edgedetect.storage.ondisk import (CLIP, CROP, FILES, ID_RE, INDEX, INDEX_FILES, META, SNAPSHOT,
                                             TEMPORARY, TMP_SUFFIX, StorageFull, write_atomic)
 
-log = logging.getLogger("edgedetect.sinks.events.store")
+log = logging.getLogger("edgedetect.storage.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

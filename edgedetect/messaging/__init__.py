@@ -1,13 +1,7 @@
-"""Detections leave the Pi: tracked events, per-label counts, stats and Home Assistant discovery
-over MQTT.
+"""Messaging: tracked events, per-label counts, stats and Home Assistant discovery over MQTT.
 
-    inference thread ──▶ listener ──▶ bounded queue ──▶ events thread: tracker, JPEG, publish
-    stats thread ─────▶ sink ──────▶ latest stats ──┘            │
-                                              paho network thread ◀┘ ──▶ broker
-
-The inference thread only appends to a bounded queue (a full queue drops the frame for the
-tracker and counts it). Everything else runs in the events thread; paho's own thread does the
-network and reconnects with backoff. Messages the broker cannot take now are held up to
+The events thread hands each track event here after the store has kept it; paho's own thread
+does the network and reconnects with backoff. Messages the broker cannot take now are held up to
 `queue_limit` (QoS 1) and dropped and counted beyond that; counts and stats are never queued
 while the broker is away: they are re-sent, current, when it comes back.
 

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Iterator
 
 from edgedetect import __version__
 from edgedetect.config import Config
-from edgedetect.sinks.events.topics import OFFLINE, ONLINE, Topics, slug
+from edgedetect.messaging.topics import OFFLINE, ONLINE, Topics, slug
 
 
 def _device_block(topics: Topics, device: str, model: str) -> dict[str, Any]:

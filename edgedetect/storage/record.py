@@ -1,7 +1,7 @@
 """[record]: tracked events kept on disk — snapshots, clips, the index — for the events thread.
 
-The events thread (sink.py) owns the tracker; for each start, update and end of an event whose
-label [record] wants, it calls this module BEFORE it publishes the MQTT message, so the
+The events thread (sinks/events.py) owns the tracker; for each start, update and end of an event
+whose label [record] wants, it calls this module BEFORE it publishes the MQTT message, so the
 snapshot a message refers to is on disk (renamed into place, fsync'ed) when the message leaves.
 
     start   the best-scoring frame so far: snapshot.jpg (whole frame, boxes drawn) and crop.jpg,
@@ -29,18 +29,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
-import numpy as np
 
 from edgedetect import clock
 from edgedetect.config import Config
 from edgedetect.pipeline.annotate import draw_result
-from edgedetect.pipeline.frames import Detection, Frame, Result
-from edgedetect.sinks.events import recorder as clips
-from edgedetect.sinks.events.ondisk import NotOurs, StorageFull, is_full
-from edgedetect.sinks.events.store import EventStore
-from edgedetect.sinks.events.tracker import TrackEvent
+from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.storage import recorder as clips
+from edgedetect.storage.history import History
+from edgedetect.storage.ondisk import NotOurs, StorageFull, is_full
+from edgedetect.storage.store import EventStore
+from edgedetect.tracking.events import ObjectEvent, Sighting, crop_region
+from edgedetect.tracking.tracker import TrackEvent
 
-log = logging.getLogger("edgedetect.sinks.events.record")
+log = logging.getLogger("edgedetect.storage.record")
 
 SPACE_CHECK_S = 2.0  # statvfs this often while events come
 FULL_HEADROOM = 1e6  # after a write failed for want of space, resume with this much more room than then
@@ -49,26 +50,13 @@ RETRY_S = (5.0, 300.0)  # first and longest wait before opening or writing to a 
 STORE_ERRORS = (OSError, sqlite3.Error)
 
 
-@dataclass(frozen=True, slots=True)
-class Best:
-    """The best-scoring sighting of a tracked object: its frame (a reference to the immutable
-    frame's pixels, no copy) and the detections of that frame."""
-
-    score: float
-    box: tuple[float, float, float, float]
-    image: np.ndarray
-    detections: tuple[Detection, ...]
-
-
 def wall(t: float) -> float:
     """A capture time (clock.now()) as wall-clock seconds."""
     return clock.wall() - (clock.now() - t)
 
 
-def render(best: Best, label: str, jpeg_params: list[int]) -> tuple[bytes, bytes]:
+def render(best: Sighting, label: str, jpeg_params: list[int]) -> tuple[bytes, bytes]:
     """(the whole frame with its boxes drawn, the crop around the object): JPEG bytes."""
-    from edgedetect.sinks.events.sink import crop_region
-
     img = best.image
     h, w = img.shape[:2]
     full = draw_result(img.copy(), Result(Frame(-1, 0.0, img), best.detections))
@@ -181,8 +169,6 @@ class Recording:
     # --- wiring -------------------------------------------------------------------------------
 
     def attach(self, hooks: Any) -> None:
-        from edgedetect.sinks.events.history import History
-
         if self.recorder is not None:
             hooks.on_frame(self.recorder.on_frame)
         hooks.add_figures("record", self.stats)
@@ -290,8 +276,9 @@ class Recording:
 
     # --- events (events thread) --------------------------------------------------------------------
 
-    def event(self, ev: TrackEvent, event_id: str, zones: Sequence[str], best: Best | None) -> dict[str, Any]:
+    def event(self, oe: ObjectEvent) -> dict[str, Any]:
         """Keep what changed; returns what the MQTT message may refer to ({} if nothing is kept)."""
+        ev, event_id, zones, best = oe.track, oe.id, oe.zones, oe.best
         now = clock.now()
         try:
             if ev.kind == "start":
@@ -332,7 +319,7 @@ class Recording:
             log.exception("record: event %s not kept", event_id)
             return {}
 
-    def _start(self, ev: TrackEvent, event_id: str, zones: Sequence[str], best: Best | None,
+    def _start(self, ev: TrackEvent, event_id: str, zones: Sequence[str], best: Sighting | None,
                now: float) -> dict[str, Any]:
         if best is None or self.store is None or not self._space_ok(now):
             with self._lock:

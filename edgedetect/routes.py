@@ -1,0 +1,26 @@
+"""What an HTTP route takes and gives. The viewer's server calls routes; extensions and the event
+history provide them without importing the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str  # GET, HEAD or DELETE
+    path: str  # without the query
+    query: dict[str, list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+# An extension's route: a Request in, a Response out (on the HTTP server's thread).
+Route = Callable[[Request], Response]
