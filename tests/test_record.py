@@ -284,7 +284,7 @@ def test_nothing_written_while_nothing_happens(tmp_path: Path) -> None:
         after = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in store.rglob("*")}
         st = d.json("/api/stats")
     assert before == after and st["record"]["events_stored"] == 0 and st["frames_inferred"] > 40
-    assert {p.name for p in before} <= {"index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"}
+    assert {p.name for p in before} <= {".edgedetect-store", "index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"}
 
 
 @pytest.mark.slow
