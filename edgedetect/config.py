@@ -11,6 +11,7 @@ import difflib
 import json
 import math
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,34 @@ class MaskConfig:
 
 
 @dataclass
+class CameraConfig:
+    """[cameras.NAME]: one of several cameras that share the detector. Source options left out
+    take [source]'s; `motion`, `detect` and `record` hold only the keys the camera overrides."""
+
+    uri: str = _f("", "as [source] uri: picam | camera index or /dev/videoN | rtsp:// or http:// URL | file path")
+    enabled: bool = _f(True, "run this camera")
+    fps: float = _f(0.0, "the most inferences a second this camera gets (0: as many as the detector gives it)",
+                    0.0, 240)
+    pace: bool | None = _f(None, "as [source] pace (unset: [source]'s)")
+    loop: bool | None = _f(None, "as [source] loop (unset: [source]'s)")
+    width: int | None = _f(None, "as [source] width (unset: [source]'s)", 16, 8192)
+    height: int | None = _f(None, "as [source] height (unset: [source]'s)", 16, 8192)
+    capture_fps: float | None = _f(None, "as [source] fps: the capture rate for cameras (unset: [source]'s)", 0.1, 240)
+    motion: dict[str, Any] = _f({}, "[cameras.NAME.motion]: keys of [motion] this camera sets its own way")
+    detect: dict[str, Any] = _f({}, "[cameras.NAME.detect]: keys of [detect] this camera sets its own way")
+    record: dict[str, Any] = _f({}, "[cameras.NAME.record]: " + ", ".join(sorted(
+        ("enabled", "labels", "clips", "pre_s", "post_s", "max_clip_s"))) + " for this camera")
+    zones: list[ZoneConfig] = _f([], "[[cameras.NAME.zones]]: this camera's zones")
+    masks: list[MaskConfig] = _f([], "[[cameras.NAME.masks]]: this camera's masks")
+
+
+CAMERA_OVERRIDES = {"motion": None, "detect": None, "record": ("enabled", "labels", "clips", "pre_s", "post_s",
+                                                             "max_clip_s")}
+MAX_CAMERAS = 16
+ONE_CAMERA = "camera"  # the name of the camera that [source] or --source describes
+
+
+@dataclass
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -193,10 +222,13 @@ class Config:
     record: RecordConfig = field(default_factory=RecordConfig)
     zones: list[ZoneConfig] = field(default_factory=list)
     masks: list[MaskConfig] = field(default_factory=list)
+    cameras: dict[str, CameraConfig] = field(default_factory=dict)
 
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is types.UnionType:
+        return _type_name(next(a for a in typing.get_args(tp) if a is not type(None)))
     if origin is list:
         inner = typing.get_args(tp)[0]
         if typing.get_origin(inner) is list:
@@ -211,6 +243,9 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is types.UnionType:  # `int | None`: a value of the type (None is only the default)
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
@@ -282,6 +317,53 @@ def _table(cls: Any, body: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
+def _camera(name: str, body: Any, where: str) -> CameraConfig:
+    """One [cameras.NAME] table: its own keys like any table, its overrides checked against the
+    sections they override."""
+    if not isinstance(body, dict):
+        raise ConfigError(f"{where}: expected a table ([cameras.{name}]), got {body!r}")
+    own = {k: v for k, v in body.items() if k not in CAMERA_OVERRIDES}
+    cam = _table(CameraConfig, own, where)
+    hints = _hints(Config)
+    for section, allowed in CAMERA_OVERRIDES.items():
+        if section not in body:
+            continue
+        table = body[section]
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}.{section}: expected a table, got {table!r}")
+        cls = hints[section]
+        fields = {f.name: f for f in dataclasses.fields(cls) if allowed is None or f.name in allowed}
+        values = {}
+        for key, value in table.items():
+            if key not in fields:
+                raise _unknown(key, list(fields), f"{where}.{section}")
+            v = _coerce(value, _hints(cls)[key], f"{where}.{section}.{key}")
+            for item in v if isinstance(v, list) else [v]:
+                _check_range(item, fields[key].metadata, f"{where}.{section}.{key}")
+            values[key] = v
+        setattr(cam, section, values)
+    return cam
+
+
+def camera_configs(cfg: Config) -> list[tuple[str, Config]]:
+    """Each enabled camera with the config it runs on: [source] and the sections with its own
+    keys put in. Without [cameras], the one camera that [source] describes."""
+    if not cfg.cameras:
+        return [(ONE_CAMERA, cfg)]
+    out = []
+    for name, cam in cfg.cameras.items():
+        if not cam.enabled:
+            continue
+        src = dataclasses.replace(cfg.source, uri=cam.uri, **{
+            key: value for key, value in (("pace", cam.pace), ("loop", cam.loop), ("width", cam.width),
+                                          ("height", cam.height), ("fps", cam.capture_fps)) if value is not None})
+        out.append((name, dataclasses.replace(
+            cfg, source=src, motion=dataclasses.replace(cfg.motion, **cam.motion),
+            detect=dataclasses.replace(cfg.detect, **cam.detect), record=dataclasses.replace(cfg.record, **cam.record),
+            zones=list(cam.zones), masks=list(cam.masks))))
+    return out
+
+
 SECRET_KEYS = frozenset({"http.token", "mqtt.password"})  # never shown in an error line
 
 
@@ -351,7 +433,37 @@ def _validate_http(cfg: Config, origin: str) -> None:
             raise ConfigError(f"{origin}: http.allowed_hosts[{i}]: {shorten(repr(entry))} {why}")
 
 
+def _validate_cameras(cfg: Config, origin: str) -> None:
+    from edgedetect.sinks.events.zones import NAME_RE
+
+    if len(cfg.cameras) > MAX_CAMERAS:
+        raise ConfigError(f"{origin}: cameras: {len(cfg.cameras)} [cameras.NAME] tables; expected at most {MAX_CAMERAS}")
+    if cfg.cameras and (cfg.zones or cfg.masks):
+        raise ConfigError(f"{origin}: zones: with [cameras], zones and masks belong to a camera; expected "
+                          "[[cameras.NAME.zones]] and [[cameras.NAME.masks]]")
+    seen: dict[str, str] = {}
+    for name, cam in cfg.cameras.items():
+        if not NAME_RE.fullmatch(name):
+            raise ConfigError(f"{origin}: camera {name!r}: expected a name of letters, digits, _ and -")
+        if name.lower() in seen:
+            raise ConfigError(f"{origin}: camera {name!r}: differs from camera {seen[name.lower()]!r} only in case; "
+                              "expected camera names that differ in more than case")
+        seen[name.lower()] = name
+        if not cam.uri:
+            raise ConfigError(f"{origin}: camera {name!r}: uri: expected the camera's source (as [source] uri)")
+    if cfg.cameras and not any(c.enabled for c in cfg.cameras.values()):
+        raise ConfigError(f"{origin}: cameras: every camera has enabled = false; expected at least one to run")
+    for name, cam_cfg in camera_configs(cfg):
+        if name == ONE_CAMERA and not cfg.cameras:
+            continue
+        try:
+            _validate_areas(cam_cfg, origin)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace(f"{origin}: ", f"{origin}: camera {name!r}: ", 1)) from None
+
+
 def _validate_whole(cfg: Config, origin: str) -> None:
+    _validate_cameras(cfg, origin)
     _validate_areas(cfg, origin)
     _validate_http(cfg, origin)
     rng = cfg.model.input_range
@@ -393,6 +505,15 @@ def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Co
         for section, body in data.items():
             if section not in sections:
                 raise _unknown(section, sections, str(path))
+            if section == "cameras":
+                if not isinstance(body, dict):
+                    raise ConfigError(f"{path}: cameras: expected tables [cameras.NAME], got {body!r}")
+                cfg.cameras = {str(name): _camera(str(name), cam, f"{path}: cameras.{name}")
+                               for name, cam in body.items()}
+                if "uri" in data.get("source", {}) and cfg.cameras:
+                    raise ConfigError(f"{path}: source.uri: set together with [cameras]; expected each camera's uri "
+                                      "in its [cameras.NAME] table ([source] then holds what they share)")
+                continue
             if typing.get_origin(hints[section]) is list:  # [[zones]], [[masks]]: arrays of tables
                 if not isinstance(body, list):
                     raise ConfigError(f"{path}: {section}: expected an array of tables ([[{section}]]), got {body!r}")
@@ -406,6 +527,8 @@ def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Co
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_value(cfg, dotted, value)
+    if (overrides or {}).get("source.uri") is not None:
+        cfg.cameras = {}  # --source on the command line: one camera, whatever the file says
     _validate_whole(cfg, origin)
     return cfg
 
@@ -415,6 +538,9 @@ def to_toml(cfg: Config) -> str:
     out: list[str] = []
     for sf in dataclasses.fields(cfg):
         sub = getattr(cfg, sf.name)
+        if sf.name == "cameras":
+            out += _toml_cameras(sub)
+            continue
         if isinstance(sub, list):  # arrays of tables
             out.append(f"# [[{sf.name}]]: {len(sub)}")
             for item in sub:
@@ -423,7 +549,10 @@ def to_toml(cfg: Config) -> str:
             out.append("")
             continue
         out.append(f"[{sf.name}]")
-        out += _toml_fields(sub)
+        fields = _toml_fields(sub)
+        if sf.name == "source" and cfg.cameras:  # each camera has its own uri
+            fields = [line for line in fields if not line.startswith("uri =")]
+        out += fields
         for f in dataclasses.fields(sub):
             v = getattr(sub, f.name)
             if isinstance(v, dict):
@@ -434,9 +563,29 @@ def to_toml(cfg: Config) -> str:
     return "\n".join(out)
 
 
+def _toml_cameras(cameras: dict[str, CameraConfig]) -> list[str]:
+    out = []
+    for name, cam in cameras.items():
+        out.append(f"[cameras.{json.dumps(name)}]")
+        out += [f"{f.name} = {_toml_value(getattr(cam, f.name))}" for f in dataclasses.fields(cam)
+                if f.name not in ("zones", "masks", *CAMERA_OVERRIDES) and getattr(cam, f.name) is not None]
+        for section in CAMERA_OVERRIDES:
+            values = getattr(cam, section)
+            if values:
+                out.append(f"[cameras.{json.dumps(name)}.{section}]")
+                out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        for section in ("zones", "masks"):
+            for item in getattr(cam, section):
+                out.append(f"[[cameras.{json.dumps(name)}.{section}]]")
+                out += _toml_fields(item)
+        out.append("")
+    return out
+
+
 def _toml_fields(obj: Any) -> list[str]:
     return [f"{f.name} = {_toml_value(getattr(obj, f.name))}  # {f.metadata.get('help', '')}"
-            for f in dataclasses.fields(obj) if not isinstance(getattr(obj, f.name), dict)]
+            for f in dataclasses.fields(obj)
+            if not isinstance(getattr(obj, f.name), dict) and getattr(obj, f.name) is not None]
 
 
 def _toml_value(v: Any) -> str:

@@ -12,18 +12,19 @@ import threading
 from typing import Any, Callable
 
 from edgedetect import clock
-from edgedetect.config import Config
+from edgedetect.config import Config, camera_configs
 from edgedetect.detect.catalogue import Catalogue
 from edgedetect.detect.model import DetectFilter, Model
 from edgedetect.detect.resolve import load_configured, resolve_model
 from edgedetect.detect.runtime import default_threads
 from edgedetect.extensions import Extension, Hooks, attach_all
 from edgedetect.pipeline.builder import Pipeline, PipelineOptions
+from edgedetect.pipeline.camera import Camera, CameraSpec
 from edgedetect.pipeline.health import Progress
 from edgedetect.pipeline.motion import MotionGate, motion_enabled
 from edgedetect.pipeline.state import SourceState
-from edgedetect.sinks.api import detections_json
-from edgedetect.sinks.viewer import Api, ViewerServer
+from edgedetect.sinks.api import camera_json, detections_json
+from edgedetect.sinks.viewer import Api, CameraView, ViewerServer
 from edgedetect.sources import Source, make_source
 from edgedetect.system import notify
 
@@ -76,32 +77,49 @@ class Daemon:
                  *model.input_size, model.input.dtype, mc.threads or default_threads())
         return model, files.name
 
-    def _make_source(self) -> Source:
-        assert self.model is not None
-        return make_source(self.cfg.source, self.catalogue, self.model.input_size, self.model.keeps_aspect)
+    def _source_maker(self, cam_cfg: Config) -> Callable[[], Source]:
+        model = self.model
+        assert model is not None
+        return lambda: make_source(cam_cfg.source, self.catalogue, model.input_size, model.keeps_aspect)
+
+    def _camera_specs(self) -> list[CameraSpec]:
+        """Every enabled camera, its source opened (a missing file or camera fails fast; later
+        faults are retried by its capture thread)."""
+        specs: list[CameraSpec] = []
+        try:
+            for name, cam_cfg in camera_configs(self.cfg):
+                make = self._source_maker(cam_cfg)
+                source = make()
+                source.open()
+                gate = MotionGate(cam_cfg.motion) if motion_enabled(cam_cfg.motion, source) else None
+                own = self.cfg.cameras.get(name)
+                specs.append(CameraSpec(name, make, source, gate, own.fps if own else 0.0,
+                                        detect_filter(cam_cfg) if own and own.detect else None))
+        except BaseException:
+            for spec in specs:
+                if spec.source is not None:
+                    spec.source.close()
+            raise
+        return specs
 
     def start(self) -> None:
-        """Load the model, open the source and the port, start every thread. Errors in the
+        """Load the model, open the sources and the port, start every thread. Errors in the
         user's setup raise UserError before any thread runs."""
         cfg = self.cfg
         self.model, model_name = self.load_model()
-        source = self._make_source()
-        source.open()  # fail fast on a missing file or camera; later faults are retried
-        gate = MotionGate(cfg.motion) if motion_enabled(cfg.motion, source) else None
-        p = self.pipeline = Pipeline(self.model, self._make_source, pipeline_options(cfg), source=source,
-                                     motion=gate)
-        p.stats.model_name = model_name
+        specs = self._camera_specs()
+        p = self.pipeline = Pipeline(self.model, specs, pipeline_options(cfg))
+        p.detector.model_name = model_name
         try:
             if cfg.http.enabled:
-                self.server = ViewerServer(cfg.http, p.publisher, Api(
-                    stats=p.stats.snapshot,
-                    detections=lambda: detections_json(p.publisher.latest()[1]),
-                    healthy=self.healthy,
-                ))
-                p.stats.extra["viewers"] = lambda: self.server.viewers if self.server else 0
-            self.extensions = attach_all(self._hooks(source, model_name))
+                self.server = ViewerServer(cfg.http, Api(stats=p.snapshot, healthy=self.healthy),
+                                           {cam.name: self._view(cam) for cam in p.cameras})
+                p.figures.extra["viewers"] = lambda: self.server.viewers if self.server else 0
+            self.extensions = attach_all(self._hooks(specs[0].source, model_name))
         except BaseException:
-            source.close()
+            for spec in specs:
+                if spec.source is not None:
+                    spec.source.close()
             if self.server:
                 self.server.stop()
             raise
@@ -113,6 +131,17 @@ class Daemon:
             ext.start()
         self._started = True
 
+    def _view(self, cam: Camera) -> CameraView:
+        p = self.pipeline
+        assert p is not None
+
+        def stats() -> dict[str, Any]:
+            snap = p.snapshot()
+            return {**snap, **snap["cameras"][cam.name]} if "cameras" in snap else snap
+
+        return CameraView(cam.publisher, stats, lambda: detections_json(cam.publisher.latest()[1]),
+                          lambda: _healthy(cam.progress()), lambda: camera_json(cam.stats.figures(clock.now())))
+
     def _hooks(self, source: Source, model_name: str) -> Hooks:
         p = self.pipeline
         assert p is not None
@@ -122,12 +151,12 @@ class Daemon:
                 self.server.add_route(path, handler, methods)
 
         def add_figures(key: str, fn: Callable[[], Any]) -> None:
-            p.stats.extra[key] = fn
+            p.figures.extra[key] = fn
 
         return Hooks(cfg=self.cfg, model_name=model_name, source=source,
                      on_result=p.add_result_listener, on_frame=p.add_frame_listener,
                      on_stats=p.reporter.sinks.append, on_tick=self._ticks.append,
-                     add_route=add_route, add_figures=add_figures, figures=p.stats.snapshot,
+                     add_route=add_route, add_figures=add_figures, figures=p.snapshot,
                      labels=tuple(self.model.labels.values()) if self.model else ())
 
     # --- running ----------------------------------------------------------------------------
@@ -136,10 +165,7 @@ class Daemon:
         """For /healthz. Stricter than the watchdog: a source that is away and being reconnected
         keeps systemd's watchdog fed (a restart would not bring it back) but is unhealthy."""
         assert self.pipeline is not None
-        p = self.pipeline.progress()
-        if p.state == SourceState.RECONNECTING:
-            return False, "source reconnecting"
-        return p.ok, "ok" if p.state == SourceState.RUNNING else p.state
+        return _healthy(self.pipeline.progress())
 
     def tick(self) -> None:
         """Periodic supervision from the main thread."""
@@ -208,6 +234,15 @@ class Daemon:
             part.join(max(0.05, deadline - clock.now()))
         self.pipeline.join(max(0.05, deadline - clock.now()))
         log.info("stopped in %.2f s", clock.now() - t0)
+
+
+def _healthy(p: Progress) -> tuple[bool, str]:
+    """/healthz from the health rule's progress: stricter than the watchdog, a source that is
+    away and being reconnected keeps systemd's watchdog fed (a restart would not bring it back)
+    but is unhealthy."""
+    if p.state == SourceState.RECONNECTING:
+        return False, "source reconnecting"
+    return p.ok, "ok" if p.state == SourceState.RUNNING else p.state
 
 
 def _display_host(host: str) -> str:

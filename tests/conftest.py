@@ -53,3 +53,22 @@ def classifier():
     from edgedetect.detect.families import load_model
 
     return load_model(CLASSIFIER, IMAGENET_LABELS, threads=2)
+
+
+def worker_on_one_camera(model, flt, motion=None, max_failures: int = 10):
+    """The inference thread serving one camera whose frames the test puts into its slot by hand
+    (the camera's capture thread is never started): (worker, camera, detector figures)."""
+    from edgedetect.pipeline.camera import ONE_CAMERA, Camera, CameraSpec
+    from edgedetect.pipeline.scheduler import Scheduler
+    from edgedetect.pipeline.stats import DetectorStats
+    from edgedetect.pipeline.worker import InferenceWorker
+
+    def no_source():
+        raise AssertionError("the test feeds the slot itself")
+
+    scheduler = Scheduler()
+    detector = DetectorStats()
+    cam = Camera(CameraSpec(ONE_CAMERA, no_source, motion=motion), scheduler.arrived, detector.banner)
+    scheduler.add(cam)
+    worker = InferenceWorker(model, scheduler, detector, flt, max_failures=max_failures)
+    return worker, cam, detector

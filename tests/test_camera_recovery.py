@@ -19,6 +19,7 @@ import pytest
 from edgedetect import clock
 from edgedetect.pipeline import capture
 from edgedetect.pipeline.builder import Pipeline, PipelineOptions
+from edgedetect.pipeline.camera import ONE_CAMERA, CameraSpec
 from edgedetect.pipeline.state import SourceState
 from edgedetect.sinks.metrics import MetricsExtension
 from edgedetect.sinks.viewer import Request
@@ -45,7 +46,8 @@ def camera_pipeline(detector, rig: Rig, stall_timeout: float, capture_timeout: f
     def make_source() -> PiCamera:
         return PiCamera(160, 120, 100.0, lores=None, camera_factory=rig.factory, capture_timeout=capture_timeout)
 
-    p = Pipeline(detector, make_source, PipelineOptions(stall_timeout=stall_timeout, stats_interval=3600))
+    p = Pipeline(detector, [CameraSpec(ONE_CAMERA, make_source)],
+                 PipelineOptions(stall_timeout=stall_timeout, stats_interval=3600))
     stop = threading.Event()
 
     def supervise() -> None:
@@ -66,7 +68,7 @@ def camera_pipeline(detector, rig: Rig, stall_timeout: float, capture_timeout: f
 
 
 def frames(p: Pipeline) -> int:
-    return p.stats.camera.total
+    return p.camera().stats.camera.total
 
 
 def flowing(p: Pipeline, n: int = 10, timeout: float = 10.0) -> None:
@@ -78,12 +80,12 @@ def test_frontend_timeout_restarts_the_same_camera(detector, caplog):
     rig = Rig()
     with caplog.at_level(logging.INFO), camera_pipeline(detector, rig, stall_timeout=3.0, capture_timeout=0.3) as p:
         flowing(p, 20)
-        cam = p.capture._source.camera
+        cam = p.camera().capture._source.camera
         assert cam.camera_config["buffer_count"] == BUFFER_COUNT == 3 and cam.camera_config["queue"] is False
         rig.frontend_timeout(cleared_by="restart")
-        noticed = wait_for(lambda: p.stats.camera_restarts >= 1, 5, "a camera restart")
+        noticed = wait_for(lambda: p.camera().stats.camera_restarts >= 1, 5, "a camera restart")
         flowing(p, 20)
-        snap = p.stats.snapshot()
+        snap = p.snapshot()
     assert noticed <= 3.0  # within stall_timeout (capture_timeout 0.3 s + a stop/start)
     assert snap["camera_restarts"] == 1 and snap["camera_reopens"] == 0
     assert rig.made == 1  # the same object: no new Picamera2
@@ -101,11 +103,11 @@ def test_camera_still_stuck_after_restart_is_closed_then_reopened(detector, monk
     with camera_pipeline(detector, rig, stall_timeout=3.0, capture_timeout=0.3) as p:
         flowing(p, 20)
         rig.frontend_timeout(cleared_by="reopen")
-        noticed = wait_for(lambda: p.stats.camera_restarts >= 1, 5, "a camera restart")
-        wait_for(lambda: p.stats.camera_reopens >= 1, 5, "a new camera object")
+        noticed = wait_for(lambda: p.camera().stats.camera_restarts >= 1, 5, "a camera restart")
+        wait_for(lambda: p.camera().stats.camera_reopens >= 1, 5, "a new camera object")
         flowing(p, 20)
-        assert p.stats.source_state is SourceState.RUNNING
-        snap = p.stats.snapshot()
+        assert p.camera().stats.source_state is SourceState.RUNNING
+        snap = p.snapshot()
     assert noticed <= 3.0
     assert snap["camera_restarts"] == 2 and snap["camera_reopens"] == 1
     names = rig.names()
@@ -123,15 +125,15 @@ def test_capture_hung_past_stall_timeout_is_cancelled_so_the_reopen_succeeds(det
     rig = Rig()
     with camera_pipeline(detector, rig, stall_timeout=1.0, capture_timeout=60.0) as p:
         flowing(p, 20)
-        old = p.capture
+        old = p.camera().capture
         t0 = time.monotonic()
         rig.frontend_timeout(cleared_by="reopen")
-        wait_for(lambda: p.capture is not old, 5, "the stall check to replace the capture thread")
+        wait_for(lambda: p.camera().capture is not old, 5, "the stall check to replace the capture thread")
         noticed = time.monotonic() - t0
-        wait_for(lambda: p.stats.camera_reopens >= 1, 5, "a new camera object")
+        wait_for(lambda: p.camera().stats.camera_reopens >= 1, 5, "a new camera object")
         flowing(p, 20)
         assert not old._thread.is_alive()  # not left blocked in capture_request for ever
-        assert p.stats.source_state is SourceState.RUNNING
+        assert p.camera().stats.source_state is SourceState.RUNNING
     assert noticed <= 1.0 + 2 * SUPERVISE_S + 0.3
     names = rig.names()
     assert names.index("close#1") < names.index("open#2"), names
@@ -145,7 +147,7 @@ def test_shutdown_during_a_hung_capture_closes_the_camera(detector):
         flowing(p, 10)
         rig.frontend_timeout(cleared_by="never")
         time.sleep(0.3)  # the capture thread is now blocked waiting for a frame
-        cap = p.capture
+        cap = p.camera().capture
         t0 = time.monotonic()
         p.stop()
         cap.join(2)
@@ -191,7 +193,7 @@ def _twenty_recoveries(detector) -> None:
         fds_before = _fds()
         for i in range(1, 21):
             rig.frontend_timeout(cleared_by="reopen")
-            wait_for(lambda: p.stats.camera_reopens >= i, 5, f"reopen {i}")
+            wait_for(lambda: p.camera().stats.camera_reopens >= i, 5, f"reopen {i}")
             flowing(p, 5)
         gc.collect()
         live = list(rig.live)
@@ -199,7 +201,7 @@ def _twenty_recoveries(detector) -> None:
         assert rig.atexit == [live[0].close]  # closed objects are no longer pinned by atexit
         assert _fds() == fds_before  # the old pipes closed, the new one in their place
         assert _threads("fake-picam-loop") == 1 and _threads("capture") == 1
-        snap = p.stats.snapshot()
+        snap = p.snapshot()
         del live
     assert snap["camera_restarts"] == 40 and snap["camera_reopens"] == 20
     assert rig.made == 21 and "busy" not in {e for e, _ in rig.events}

@@ -14,7 +14,7 @@ from edgedetect.config import Config
 from edgedetect.pipeline.annotate import colour_for
 from edgedetect.pipeline.frames import Detection, Frame, Result
 from edgedetect.pipeline.publish import Publisher
-from edgedetect.pipeline.stats import PipelineStats
+from edgedetect.pipeline.stats import CameraStats
 from edgedetect.sinks import display
 from edgedetect.sources.picam import PiCamera
 
@@ -71,7 +71,7 @@ def fake_daemon(mode: str, source: object, uri: str = "picam"):
     """Hooks as the daemon gives them, with a real publisher behind on_result."""
     cfg = Config()
     cfg.display.mode, cfg.source.uri = mode, uri
-    publisher = Publisher(PipelineStats())
+    publisher = Publisher(CameraStats())
     hooks, _ = make_hooks(cfg, source=source)
     hooks = dataclasses.replace(hooks, on_result=publisher.add_listener)
     return SimpleNamespace(hooks=hooks, publisher=publisher)

@@ -15,7 +15,7 @@ from edgedetect.pipeline.frames import Frame, Result
 from edgedetect.pipeline.listeners import Listeners
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.pipeline.state import SourceState, SourceStatus
-from edgedetect.pipeline.stats import PipelineStats
+from edgedetect.pipeline.stats import CameraStats
 from fakehooks import make_hooks
 
 
@@ -44,7 +44,7 @@ def test_a_missing_extension_module_is_a_bug_not_a_warning(monkeypatch):
 
 
 def test_a_failing_result_listener_stops_no_other(caplog):
-    pub = Publisher(PipelineStats())
+    pub = Publisher(CameraStats())
     seen = []
 
     def broken(result: Result) -> None:

@@ -130,7 +130,7 @@ def test_inference_failures_exit_nonzero(caplog):
         while daemon.pipeline is None:
             time.sleep(0.02)
         daemon.pipeline.first_result.wait(20)
-        calls.append(daemon.pipeline.stats.snapshot()["frames_inferred"])
+        calls.append(daemon.pipeline.snapshot()["frames_inferred"])
 
         def broken() -> None:
             raise RuntimeError("delegate failed")
@@ -146,26 +146,21 @@ def test_inference_failures_exit_nonzero(caplog):
     errors = [r for r in caplog.records if "inference failed on frame" in r.getMessage()]
     assert len(errors) == 1 and "delegate failed" in errors[0].getMessage()
     assert any("inference failed 5 times in a row" in r.getMessage() for r in caplog.records)
-    assert daemon.pipeline.stats.inference_errors == 5
+    assert daemon.pipeline.detector.inference_errors == 5
 
 
 def test_worker_recovers_after_a_few_failures():
-    from edgedetect.pipeline.frames import Frame
+    from conftest import worker_on_one_camera
     from edgedetect.detect.families import load_model
     from edgedetect.detect.model import DetectFilter
-    from edgedetect.pipeline.publish import Publisher
-    from edgedetect.pipeline.slot import LatestSlot
-    from edgedetect.pipeline.stats import PipelineStats
-    from edgedetect.pipeline.worker import InferenceWorker
+    from edgedetect.pipeline.frames import Frame
 
     model = load_model(DETECTOR, None, 1)
     real_invoke = model.invoke
     failures = iter([True, True, False, False, False])
     model.invoke = lambda: (_ for _ in ()).throw(RuntimeError("flaky")) if next(failures, False) else real_invoke()
-    slot: LatestSlot[Frame] = LatestSlot()
-    stats = PipelineStats()
-    pub = Publisher(stats)
-    worker = InferenceWorker(model, slot, pub.publish, stats, DetectFilter(), max_failures=3)
+    worker, cam, stats = worker_on_one_camera(model, DetectFilter(), max_failures=3)
+    slot = cam.slot
     worker.start()
     img = cv2.imread(str(VTEST.parent / "pets.jpg"))
     for i in range(5):

@@ -13,6 +13,7 @@ from conftest import VTEST
 from edgedetect.config import MotionConfig
 from edgedetect.detect.model import DetectFilter
 from edgedetect.pipeline.builder import Pipeline, PipelineOptions
+from edgedetect.pipeline.camera import ONE_CAMERA, CameraSpec
 from edgedetect.pipeline.frames import Frame, Result
 from edgedetect.pipeline.motion import MotionGate
 from edgedetect.pipeline.publish import Publisher
@@ -32,9 +33,9 @@ def run_pipeline(detector, viewers: int, results: int) -> tuple[Publisher, int, 
     """The daemon's pipeline on vtest (unpaced) with `viewers` threads doing what the stream does."""
     src = VideoFile(VTEST, pace=False, loop=True)
     src.open()
-    p = Pipeline(detector, lambda: VideoFile(VTEST, pace=False, loop=True), PipelineOptions(report_sinks=()),
-                 source=src)
-    pub = p.publisher
+    p = Pipeline(detector, [CameraSpec(ONE_CAMERA, lambda: VideoFile(VTEST, pace=False, loop=True), src)],
+                 PipelineOptions(report_sinks=()))
+    pub = p.camera().publisher
     published = threading.Semaphore(0)
     p.add_result_listener(lambda r: published.release())
     stop = threading.Event()
@@ -58,7 +59,7 @@ def run_pipeline(detector, viewers: int, results: int) -> tuple[Publisher, int, 
         p.join(3)
         for t in threads:
             t.join(3)
-    return pub, p.stats.published.total, got
+    return pub, p.camera().stats.published.total, got
 
 
 def test_no_viewer_no_jpeg(detector):

@@ -4,21 +4,19 @@ once, and skipped frames are published with the last detections held."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import VTEST
+from conftest import VTEST, worker_on_one_camera
 from edgedetect.config import MotionConfig
 from edgedetect.pipeline.frames import Frame, Result
 from edgedetect.detect.model import DetectFilter
 from edgedetect.pipeline.motion import MotionGate, motion_enabled
-from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.sources.video import VideoFile
-from edgedetect.pipeline.stats import PipelineStats
-from edgedetect.pipeline.worker import InferenceWorker
 
 
 def vtest_frames(*indices: int) -> dict[int, np.ndarray]:
@@ -140,11 +138,11 @@ class Collector:
 def test_worker_holds_detections_on_still_frames_and_infers_motion(detector, still_clip: Path):
     still = read_all(still_clip)
     moving = vtest_frames(30)[30]
-    slot: LatestSlot[Frame] = LatestSlot()
-    stats = PipelineStats()
     out = Collector()
     gate = MotionGate(MotionConfig(force_interval=60.0))
-    worker = InferenceWorker(detector, slot, out, stats, DetectFilter(threshold=0.4), motion=gate)
+    worker, cam, _ = worker_on_one_camera(detector, DetectFilter(threshold=0.4), motion=gate)
+    slot, stats = cam.slot, cam.stats
+    cam.publisher.add_listener(out)
     worker.start()
     try:
         n = 0
@@ -162,9 +160,9 @@ def test_worker_holds_detections_on_still_frames_and_infers_motion(detector, sti
         r = out.wait(n + 1)
         assert r.frame.index == 100 and r.inference_ms > 0
         assert r.detections != first.detections
-        snap = stats.snapshot()
+        snap = stats.figures(time.monotonic())
         assert snap["frames_inferred"] == 2 and snap["frames_skipped"] == 5
-        assert snap["motion"]["skipped"] == 5 and snap["motion"]["motion"] == 2
+        assert gate.figures()["skipped"] == 5 and gate.figures()["motion"] == 2
     finally:
         worker.stop()
         slot.close()
@@ -174,11 +172,11 @@ def test_worker_holds_detections_on_still_frames_and_infers_motion(detector, sti
 
 def test_worker_forces_inference_on_a_still_scene(detector, still_clip: Path):
     img = read_all(still_clip)[0]
-    slot: LatestSlot[Frame] = LatestSlot()
-    stats = PipelineStats()
     out = Collector()
-    worker = InferenceWorker(detector, slot, out, stats, DetectFilter(),
-                             motion=MotionGate(MotionConfig(force_interval=0.3)))
+    gate = MotionGate(MotionConfig(force_interval=0.3))
+    worker, cam, _ = worker_on_one_camera(detector, DetectFilter(), motion=gate)
+    slot = cam.slot
+    cam.publisher.add_listener(out)
     worker.start()
     try:
         slot.put(Frame(0, 0.0, img))
@@ -188,7 +186,7 @@ def test_worker_forces_inference_on_a_still_scene(detector, still_clip: Path):
         threading.Event().wait(0.35)
         slot.put(Frame(2, 0.0, img))
         assert out.wait(3).inference_ms > 0  # forced after force_interval
-        assert stats.snapshot()["motion"]["forced"] == 1
+        assert gate.figures()["forced"] == 1
     finally:
         worker.stop()
         slot.close()

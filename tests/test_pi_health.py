@@ -18,7 +18,7 @@ from edgedetect import doctor
 from edgedetect.cli import build_parser
 from edgedetect.pipeline.report import StatsReporter, log_sink
 from edgedetect.pipeline.state import SourceState
-from edgedetect.pipeline.stats import PipelineStats
+from edgedetect.pipeline.stats import CameraStats, DetectorStats, Figures
 from edgedetect.system.procfs import MEMINFO_FILE
 from edgedetect.system.sysfs import TEMP_FILE, THROTTLED_FILE
 
@@ -48,6 +48,11 @@ def meminfo(root: Path, cma_total_kb: int | None = 524288, cma_free_kb: int = 40
     return root
 
 
+def pipeline_figures(sysfs_root: Path, procfs_root: Path) -> Figures:
+    """The figures of a one-camera pipeline reading these sysfs and procfs trees."""
+    return Figures(DetectorStats(sysfs_root=str(sysfs_root), procfs_root=str(procfs_root)), [CameraStats("camera")])
+
+
 def health_records(caplog) -> list[tuple[str, str]]:
     return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == HEALTH]
 
@@ -55,7 +60,7 @@ def health_records(caplog) -> list[tuple[str, str]]:
 def test_throttling_logged_once_when_it_starts_and_once_when_it_ends(tmp_path, caplog):
     """Driven by the real stats reporter at 20 lines a second; the word changes twice."""
     root = sysfs(tmp_path / "sys")
-    stats = PipelineStats(sysfs_root=str(root), procfs_root=str(meminfo(tmp_path / "proc")))
+    stats = pipeline_figures(root, meminfo(tmp_path / "proc"))
     lines: list[dict] = []
     reporter = StatsReporter(stats, 0.05, [log_sink, lines.append])
 
@@ -90,7 +95,7 @@ def test_throttling_logged_once_when_it_starts_and_once_when_it_ends(tmp_path, c
 
 
 def test_throttling_that_happened_before_start_is_one_warning(tmp_path, caplog):
-    stats = PipelineStats(sysfs_root=str(sysfs(tmp_path / "sys", "0x10000")), procfs_root=str(tmp_path))
+    stats = pipeline_figures(sysfs(tmp_path / "sys", "0x10000"), tmp_path)
     with caplog.at_level(logging.INFO):
         for _ in range(20):
             stats.snapshot()
@@ -100,11 +105,11 @@ def test_throttling_that_happened_before_start_is_one_warning(tmp_path, caplog):
     ]
 
 
-def camera_stats(tmp_path: Path, source: str = "picam") -> tuple[PipelineStats, Path]:
+def camera_stats(tmp_path: Path, source: str = "picam") -> tuple[Figures, Path]:
     proc = meminfo(tmp_path / "proc")
-    stats = PipelineStats(sysfs_root=str(sysfs(tmp_path / "sys")), procfs_root=str(proc))
-    stats.source.name = source
-    stats.source.move(SourceState.RUNNING)
+    stats = pipeline_figures(sysfs(tmp_path / "sys"), proc)
+    stats.cameras[0].source.name = source
+    stats.cameras[0].source.move(SourceState.RUNNING)
     return stats, proc
 
 

@@ -11,10 +11,11 @@ from conftest import VTEST
 
 from edgedetect.detect.model import DetectFilter
 from edgedetect.pipeline.builder import Pipeline, PipelineOptions
+from edgedetect.pipeline.camera import ONE_CAMERA, CameraSpec
 from edgedetect.pipeline.frames import Detection, Frame, Result
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.pipeline.slot import LatestSlot
-from edgedetect.pipeline.stats import PipelineStats, RateMeter, log_line
+from edgedetect.pipeline.stats import CameraStats, RateMeter, log_line
 from edgedetect.sources.video import VideoFile
 
 
@@ -58,18 +59,18 @@ def run_pipeline(detector, source_cls, enough: int = 795) -> tuple[dict, list[Re
     """Run until the clip ends or `enough` results are in (emulated aarch64 infers ~1 frame/s)."""
     src = source_cls(VTEST, pace=False)
     src.open()
-    p = Pipeline(detector, lambda: source_cls(VTEST, pace=False), PipelineOptions(DetectFilter(threshold=0.5),
-                 report_sinks=()), source=src)
+    p = Pipeline(detector, [CameraSpec(ONE_CAMERA, lambda: source_cls(VTEST, pace=False), src)],
+                 PipelineOptions(DetectFilter(threshold=0.5), report_sinks=()))
     seen: list[Result] = []
     p.add_result_listener(seen.append)
     p.start()
     deadline = time.monotonic() + 90
-    while p.stats.source_state != "ended" and len(seen) < enough and time.monotonic() < deadline:
+    while p.camera().stats.source_state != "ended" and len(seen) < enough and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.3)
     p.stop()
     p.join(2)
-    return p.stats.snapshot(), seen
+    return p.snapshot(), seen
 
 
 def test_two_pipelines_share_no_state(detector, classifier):
@@ -77,8 +78,10 @@ def test_two_pipelines_share_no_state(detector, classifier):
     srcs = [VideoFile(VTEST, pace=False), VideoFile(VTEST, pace=False)]
     for s in srcs:
         s.open()
-    a = Pipeline(detector, lambda: VideoFile(VTEST, pace=False), PipelineOptions(report_sinks=()), source=srcs[0])
-    b = Pipeline(classifier, lambda: VideoFile(VTEST, pace=False), PipelineOptions(report_sinks=()), source=srcs[1])
+    a = Pipeline(detector, [CameraSpec(ONE_CAMERA, lambda: VideoFile(VTEST, pace=False), srcs[0])],
+                 PipelineOptions(report_sinks=()))
+    b = Pipeline(classifier, [CameraSpec(ONE_CAMERA, lambda: VideoFile(VTEST, pace=False), srcs[1])],
+                 PipelineOptions(report_sinks=()))
     got: dict[str, list[Result]] = {"a": [], "b": []}
     a.add_result_listener(got["a"].append)
     b.add_result_listener(got["b"].append)
@@ -90,9 +93,10 @@ def test_two_pipelines_share_no_state(detector, classifier):
     a.join(2), b.join(2)
     assert len(got["a"]) >= 10 and len(got["b"]) >= 10
     assert all(r.classes == () for r in got["a"]) and all(r.detections == () for r in got["b"])
-    sa, sb = a.stats.snapshot(), b.stats.snapshot()
+    sa, sb = a.snapshot(), b.snapshot()
     assert sa["frames_published"] == len(got["a"]) and sb["frames_published"] == len(got["b"])
-    assert a.slot is not b.slot and a.publisher.latest()[1] is not b.publisher.latest()[1]
+    assert a.camera().slot is not b.camera().slot
+    assert a.camera().publisher.latest()[1] is not b.camera().publisher.latest()[1]
 
 
 def test_live_source_faster_than_detector_drops_never_queues(detector):
@@ -120,7 +124,7 @@ def test_unpaced_file_is_pulled_frame_by_frame(detector):
 
 
 def test_publisher_encodes_once_per_result_lazily():
-    stats = PipelineStats()
+    stats = CameraStats()
     pub = Publisher(stats)
     img = np.zeros((120, 160, 3), np.uint8)
     result = Result(Frame(0, 0.0, img), [Detection(0, "person", 0.9, (0.1, 0.1, 0.5, 0.9))])
@@ -138,7 +142,7 @@ def test_publisher_encodes_once_per_result_lazily():
 
 
 def test_placeholder_shown_while_source_away():
-    pub = Publisher(PipelineStats())
+    pub = Publisher(CameraStats())
     pub.publish_placeholder("no signal: reconnecting", (320, 240))
     seq, jpg = pub.jpeg()
     assert seq == 1 and jpg[:2] == b"\xff\xd8" and pub.placeholder

@@ -32,6 +32,7 @@ from edgedetect.bench.measure import (
     gating,
     memory_soak,
     peak_rss_mb,
+    several_cameras,
 )
 from edgedetect.bench.report import choose, table
 from edgedetect.config import ModelConfig, SourceConfig
@@ -67,7 +68,7 @@ def auto_candidates(cores: int | None = None) -> list[int]:
 
 def run_bench(model: str = "ssd-mobilenet-v2-coco", source: str = "demo", threads: str = "auto",
               frames: int = 300, latency_seconds: float = 6.0, labels: str = "", models_dir: str = "",
-              memory: bool = False, gating_seconds: float = 0.0,
+              memory: bool = False, gating_seconds: float = 0.0, cameras: int = 0, cameras_seconds: float = 10.0,
               progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Everything `edgedetect bench` measures, as one dict (also the --json output)."""
     if frames < 1:
@@ -93,6 +94,11 @@ def run_bench(model: str = "ssd-mobilenet-v2-coco", source: str = "demo", thread
     if gating_seconds > 0:
         n = candidates[0] if len(candidates) == 1 else choose_default_threads()
         report["gating"] = gating(setup, n, gating_seconds, progress)
+        report["threads"] = n
+        return report
+    if cameras > 0:
+        n = candidates[0] if len(candidates) == 1 else choose_default_threads()
+        report["cameras"] = several_cameras(setup, n, cameras, cameras_seconds, progress)
         report["threads"] = n
         return report
     progress("parallel capacity: one invoke loop alone, then one per core side by side")
@@ -123,7 +129,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(model=args.model, source=args.source, threads=args.threads, frames=args.frames,
                        latency_seconds=args.latency_seconds, labels=args.labels or "",
                        models_dir=args.models_dir or "", memory=args.memory,
-                       gating_seconds=args.gating_seconds if args.gating else 0.0, progress=progress)
+                       gating_seconds=args.gating_seconds if args.gating else 0.0, cameras=args.cameras or 0,
+                       cameras_seconds=args.cameras_seconds, progress=progress)
     if args.plot:
         from edgedetect.bench.plot import plot
 
@@ -150,4 +157,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--memory", action="store_true", help="soak: run --frames frames, report RSS growth")
     p.add_argument("--gating", action="store_true", help="CPU on a still clip with motion gating off and on")
     p.add_argument("--gating-seconds", type=float, default=10.0, help="length of each gating run")
+    p.add_argument("--cameras", type=int, metavar="N",
+                   help="the source as N cameras sharing one detector, against one camera: rate, shares, latency, RSS")
+    p.add_argument("--cameras-seconds", type=float, default=10.0, help="length of each --cameras run")
     p.set_defaults(func=cmd_bench)

@@ -24,6 +24,7 @@ from edgedetect.detect.resolve import ModelFiles, load_configured
 from edgedetect.errors import UserError
 from edgedetect.pipeline.annotate import annotated
 from edgedetect.pipeline.builder import Pipeline, PipelineOptions
+from edgedetect.pipeline.camera import ONE_CAMERA, CameraSpec
 from edgedetect.pipeline.frames import Frame, Result
 from edgedetect.pipeline.motion import MotionGate
 from edgedetect.pipeline.publish import Publisher
@@ -202,21 +203,25 @@ class PipelineRun:
     viewer: bool = True
     gate: MotionGate | None = None
     record: bool = True  # keep a row per result (off for the soak)
+    cameras: int = 1  # the same source as this many cameras, one detector
 
     def __post_init__(self) -> None:
         self.stop_event = threading.Event()
-        self.published: list[tuple[float, float, float]] = []  # (t_publish, latency ms, inference ms)
+        # (t_publish, latency ms, inference ms, camera)
+        self.published: list[tuple[float, float, float, str]] = []
         self.count = 0
         self._lock = threading.Lock()
         self._count = threading.Condition(self._lock)
-        src = self._source()
-        src.open()
-        # As in the daemon: the periodic snapshot is also what trims the rate meters.
-        self.pipeline = Pipeline(self.model, self._source, PipelineOptions(flt=self.setup.flt, report_sinks=()),
-                                 source=src, motion=self.gate)
+        specs = []
+        for i in range(self.cameras):
+            src = self._source()
+            src.open()
+            specs.append(CameraSpec(f"cam{i + 1}" if self.cameras > 1 else ONE_CAMERA, self._source, src,
+                                    self.gate))
+        self.pipeline = Pipeline(self.model, specs, PipelineOptions(flt=self.setup.flt, report_sinks=()))
         self.pipeline.add_result_listener(self._on_result)
-        self.stats = self.pipeline.stats
-        self.publisher = self.pipeline.publisher
+        self.stats = self.pipeline.camera().stats
+        self.publisher = self.pipeline.camera().publisher
         self.view = Viewer(self.publisher, self.stop_event, self.record) if self.viewer else None
 
     def _source(self) -> Source:
@@ -228,7 +233,7 @@ class PipelineRun:
         with self._count:
             self.count += 1
             if self.record:
-                self.published.append((t, (t - r.frame.t_capture) * 1000.0, r.inference_ms))
+                self.published.append((t, (t - r.frame.t_capture) * 1000.0, r.inference_ms, r.camera))
             self._count.notify_all()
 
     def start(self) -> None:
@@ -271,7 +276,7 @@ def pipeline_unpaced(setup: Setup, model: Model, n: int) -> dict[str, Any]:
         "fps": delivered / wall if wall > 0 else 0.0,
         "published_fps": len(published) / wall if wall > 0 else 0.0,
         "encoded": run.publisher.encoded,
-        "dropped": run.pipeline.slot.dropped,
+        "dropped": run.pipeline.camera().slot.dropped,
         "cpu": cpu_pct,
         "rss_mb": steady,
     }
@@ -457,6 +462,59 @@ def _gated_run(setup: Setup, model: Model, gate: MotionGate | None, seconds: flo
     if gate is not None:
         res["motion"] = gate.figures()
     return res
+
+
+def several_cameras(setup: Setup, threads: int, cameras: int, seconds: float,
+                    progress: Callable[[str], None]) -> dict[str, Any]:
+    """The source as `cameras` cameras sharing one detector, every one faster than it (unpaced
+    files), against the one-camera pipeline in the same run: total rate, each camera's share,
+    capture-to-publish latency in invokes, and RSS."""
+    model = setup.load(threads)
+    out: dict[str, Any] = {"threads": threads, "cameras": cameras, "seconds": seconds}
+    for n in (1, cameras):
+        progress(f"{n} camera(s) for {seconds:g} s")
+        out["one" if n == 1 else "several"] = _cameras_run(setup, model, n, seconds)
+        if cameras == 1:
+            break
+    one, several = out["one"], out.get("several", out["one"])
+    shares = several["shares"]
+    out["throughput_ratio"] = round(several["fps"] / one["fps"], 3) if one["fps"] else 0.0
+    out["share_spread"] = round(max(abs(s * cameras - 1) for s in shares.values()), 3) if shares else 0.0
+    out["latency_p50_invokes"] = round(several["latency_ms"]["p50"] / several["invoke_ms"], 2) \
+        if several["invoke_ms"] else 0.0
+    out["rss_per_added_camera_mb"] = round((several["rss_mb"] - one["rss_mb"]) / (cameras - 1), 1) \
+        if cameras > 1 else 0.0
+    return out
+
+
+def _cameras_run(setup: Setup, model: Model, n: int, seconds: float) -> dict[str, Any]:
+    run = PipelineRun(setup, model, pace=False, viewer=False, cameras=n)
+    run.start()
+    try:
+        if not run.wait_published(WARMUP_FRAMES, START_TIMEOUT_S):
+            raise UserError("bench: the pipeline produced no frames (see the log)")
+        with run._lock:
+            skip = len(run.published)
+        t0 = clock.now()
+        run.stop_event.wait(seconds)
+        wall = clock.now() - t0
+        rss = rss_mb()
+    finally:
+        run.stop()
+    with run._lock:
+        rows = run.published[skip:]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row[3]] = counts.get(row[3], 0) + 1
+    total = sum(counts.values())
+    return {
+        "fps": total / wall if wall > 0 else 0.0,
+        "per_camera_fps": {k: round(v / wall, 2) for k, v in sorted(counts.items())},
+        "shares": {k: round(v / total, 4) for k, v in sorted(counts.items())} if total else {},
+        "latency_ms": percentiles([r[1] for r in rows]),
+        "invoke_ms": statistics.median([r[2] for r in rows]) if rows else 0.0,
+        "rss_mb": round(rss, 1),
+    }
 
 
 # --- the command -----------------------------------------------------------------------------

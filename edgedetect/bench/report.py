@@ -57,6 +57,18 @@ def table(report: dict[str, Any]) -> str:
                   f"  moving source, gate on: inferred {g['motion_source']['inferred_fps']} fps, "
                   f"skipped {g['motion_source']['skipped_fps']} fps"]
         return "\n".join(lines)
+    if "cameras" in report:
+        c = report["cameras"]
+        one, several = c["one"], c.get("several", c["one"])
+        lines += [f"{c['cameras']} camera(s) sharing one detector ({c['threads']} threads, {c['seconds']:g} s each):",
+                  f"  one camera: {one['fps']:.1f} inferences/s, rss {one['rss_mb']} MB",
+                  f"  {c['cameras']} cameras: {several['fps']:.1f} inferences/s ({c['throughput_ratio']:.2f} of one), "
+                  f"per camera {several['per_camera_fps']}",
+                  f"  shares {several['shares']} (largest distance from 1/N: {100 * c['share_spread']:.1f}%)",
+                  f"  latency p50 {several['latency_ms'].get('p50', 0):.1f} ms = {c['latency_p50_invokes']} invokes "
+                  f"of {several['invoke_ms']:.1f} ms; rss {several['rss_mb']} MB, "
+                  f"{c['rss_per_added_camera_mb']} MB per added camera"]
+        return "\n".join(lines)
     head = f"{'threads':>7} {'raw fps':>8} {'naive fps':>9} {'pipe fps':>8} {'pipe/raw':>8} {'pipe/naive':>10} " \
            f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'invoke ms':>9} {'cpu %':>6}"
     lines.append(head)

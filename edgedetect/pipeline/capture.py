@@ -12,7 +12,7 @@ from edgedetect.pipeline.frames import Frame
 from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.pipeline.stage import StageThread
 from edgedetect.pipeline.state import SourceState
-from edgedetect.pipeline.stats import PipelineStats
+from edgedetect.pipeline.stats import CameraStats
 from edgedetect.sources import Source
 
 log = logging.getLogger("edgedetect.pipeline.capture")
@@ -23,10 +23,11 @@ PREDECESSOR_WAIT_S = 2.0  # how long a replacement thread waits for the abandone
 
 
 class CaptureThread(StageThread):
-    def __init__(self, make_source: Callable[[], Source], slot: LatestSlot[Frame], stats: PipelineStats,
+    def __init__(self, make_source: Callable[[], Source], slot: LatestSlot[Frame], stats: CameraStats,
                  source: Source | None = None, on_frame: Callable[[Frame], None] | None = None,
-                 predecessor: CaptureThread | None = None):
-        super().__init__("capture")
+                 predecessor: CaptureThread | None = None, camera: str = ""):
+        super().__init__(f"capture {camera}" if camera else "capture")
+        self.camera = camera  # the name every frame carries
         # An abandoned thread this one replaces: it closes its source once its capture returns
         # (interrupt() makes a camera's return at once); wait for that before opening, since
         # a camera can be open only once.
@@ -163,7 +164,7 @@ class CaptureThread(StageThread):
             t = clock.now()
             self.last_frame_t = self._progress_t = t
             self._delay = BACKOFF_START_S
-            frame = Frame(self._index, t, cap.image, cap.lores)
+            frame = Frame(self._index, t, cap.image, cap.lores, self.camera)
             self._slot.put(frame)
             if self._on_frame is not None:
                 self._on_frame(frame)

@@ -29,6 +29,7 @@ class Frame:
     t_capture: float  # clock.now() when the frame left the source
     image: np.ndarray
     lores: np.ndarray | None = None
+    camera: str = ""  # the name of the camera it came from
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image", frozen_array(self.image))
@@ -76,3 +77,7 @@ class Result:
     def __post_init__(self) -> None:
         object.__setattr__(self, "detections", tuple(self.detections))
         object.__setattr__(self, "classes", tuple(self.classes))
+
+    @property
+    def camera(self) -> str:
+        return self.frame.camera

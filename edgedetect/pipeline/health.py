@@ -43,3 +43,17 @@ def progress(first_result: bool, source_state: str, last_result_t: float, captur
     if source_state == "failed":
         return Progress(False, "stalled: the source failed (no frame after restarts)")
     return Progress(False, f"stalled: source {source_state or 'unknown'}")
+
+
+def detector_progress(first_result: bool, cameras: list[Progress]) -> Progress:
+    """The whole pipeline's health from its cameras': alive while the detector progresses on any
+    camera. With one camera, that camera's rule as above; with several, a camera that is away
+    (reconnecting, failed) is its own page's problem as long as another one runs."""
+    if not first_result:
+        return Progress(False, "starting")
+    if len(cameras) == 1:
+        return cameras[0]
+    for want in ("running", "reconnecting", "ended"):
+        if any(c.ok and c.state == want for c in cameras):
+            return Progress(True, want)
+    return Progress(False, "stalled: no camera progresses (" + ", ".join(c.state for c in cameras) + ")")

@@ -16,7 +16,7 @@ from edgedetect import clock
 from edgedetect.pipeline.annotate import annotated, no_signal
 from edgedetect.pipeline.frames import Frame, Result
 from edgedetect.pipeline.listeners import Listeners
-from edgedetect.pipeline.stats import PipelineStats
+from edgedetect.pipeline.stats import CameraStats
 
 log = logging.getLogger("edgedetect.pipeline.publish")
 
@@ -24,7 +24,7 @@ Listener = Callable[[Result], None]
 
 
 class Publisher:
-    def __init__(self, stats: PipelineStats, jpeg_quality: int = 80, banner: Callable[[], str] = lambda: ""):
+    def __init__(self, stats: CameraStats, jpeg_quality: int = 80, banner: Callable[[], str] = lambda: ""):
         self._stats = stats
         self._quality = [int(cv2.IMWRITE_JPEG_QUALITY), int(jpeg_quality)]
         self._banner = banner

@@ -7,19 +7,29 @@ import logging
 from typing import Any, Callable
 
 from edgedetect.pipeline.stage import StageThread
-from edgedetect.pipeline.stats import PipelineStats, log_line
+from edgedetect.pipeline.stats import Figures, log_line
 
 log = logging.getLogger("edgedetect.pipeline.stats")
 
 Sink = Callable[[dict[str, Any]], None]
 
 
+CAMERA_LINE = ("source_state", "camera_fps", "inference_fps", "dropped_frames", "latency_ms")
+
+
 def log_sink(snap: dict[str, Any]) -> None:
-    log.info("%s", log_line(snap), extra={"snapshot": snap})
+    """One line; with several cameras, the detector's line and a short one per camera."""
+    cameras = snap.get("cameras")
+    if not cameras:
+        log.info("%s", log_line(snap), extra={"snapshot": snap})
+        return
+    log.info("%s", log_line({k: v for k, v in snap.items() if k != "cameras"}), extra={"snapshot": snap})
+    for name, figures in cameras.items():
+        log.info("%s", log_line({"camera": name, **{k: figures[k] for k in CAMERA_LINE}}))
 
 
 class StatsReporter(StageThread):
-    def __init__(self, stats: PipelineStats, interval: float, sinks: list[Sink] | None = None):
+    def __init__(self, stats: Figures, interval: float, sinks: list[Sink] | None = None):
         super().__init__("stats")
         self.stats = stats
         self.interval = interval

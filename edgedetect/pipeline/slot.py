@@ -4,16 +4,17 @@ anyone took them are counted as dropped, so a slow consumer never works on stale
 from __future__ import annotations
 
 import threading
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class LatestSlot(Generic[T]):
-    def __init__(self) -> None:
+    def __init__(self, on_put: Callable[[], None] | None = None) -> None:
         self._cond = threading.Condition()
         self._item: T | None = None
         self._closed = False
+        self._on_put = on_put  # a consumer that waits on several slots at once (the scheduler)
         self.dropped = 0
 
     def put(self, item: T) -> None:
@@ -22,6 +23,14 @@ class LatestSlot(Generic[T]):
                 self.dropped += 1
             self._item = item
             self._cond.notify_all()
+        if self._on_put is not None:
+            self._on_put()
+
+    @property
+    def full(self) -> bool:
+        """An item waits to be taken."""
+        with self._cond:
+            return self._item is not None
 
     def take(self, timeout: float | None = None) -> T | None:
         """The newest item not taken yet, waiting up to `timeout`; None on timeout or close."""

@@ -66,34 +66,23 @@ class Samples:
         return {"mean": round(float(a.mean()), 2), "p50": round(float(p50), 2), "p95": round(float(p95), 2)}
 
 
-class PipelineStats:
-    def __init__(self, window: int = 120, sysfs_root: str = "/sys",
-                 dropped: Callable[[], int] = lambda: 0, procfs_root: str = "/proc"):
+class CameraStats:
+    """One camera's figures: what its source delivered, what of it the detector took, what was
+    published, and the state of its source."""
+
+    def __init__(self, name: str = "", window: int = 120, dropped: Callable[[], int] = lambda: 0):
+        self.name = name  # the camera's name ([cameras.NAME]; "camera" for [source])
         self._lock = threading.Lock()
         self.camera = RateMeter()
-        self.inference = RateMeter()
+        self.inference = RateMeter()  # this camera's frames inferred
         self.published = RateMeter()
         self.skipped = RateMeter()
-        self.inference_ms = Samples(window)
         self.latency_ms = Samples(window)
         self.frames_corrupt = 0  # frames a stream sent that could not be decoded (skipped)
-        self.inference_errors = 0
         self.camera_restarts = 0  # a camera brought back in-process: stop/start, or a new object
         self.camera_reopens = 0  # of those, the ones that needed a new camera object
         self._dropped = dropped
-        self._sysfs = SysfsReader(sysfs_root)
-        self._procfs = ProcfsReader(procfs_root)
-        # The Pi's health, logged on change only (whoever reads the figures, however often).
-        self._throttle_log = ThrottleLog()
-        self._cma_log = CmaLog()
-        self._process = psutil.Process()
-        self.started = clock.now()
         self.source = SourceStatus()
-        self.model_name = ""
-        self.extra: dict[str, Callable[[], Any]] = {}
-        self._cpu = {"process": 0.0, "system": 0.0}
-        self._cpu_t = self.started
-        self._cpu_base = _cpu_times(self._process)
 
     @property
     def source_state(self) -> SourceState:
@@ -103,25 +92,13 @@ class PipelineStats:
     def source_name(self) -> str:
         return self.source.name
 
-    def _cpu_percent(self, t: float) -> dict[str, float]:
-        # One sampler, under the stats lock, on counters of its own: psutil.cpu_percent(None)
-        # keeps its baseline per calling thread, so the stats thread's first reading and
-        # readings from HTTP threads came out 0.0. At most one new sample a second, so that
-        # several readers (API, log, MQTT) do not shorten each other's interval to noise.
-        if t - self._cpu_t >= 1.0 or (self._cpu_t == self.started and t - self._cpu_t >= 0.2):
-            now = _cpu_times(self._process)
-            self._cpu = _cpu_share(self._cpu_base, now)
-            self._cpu_base, self._cpu_t = now, t
-        return dict(self._cpu)
-
     def captured(self, t: float) -> None:
         with self._lock:
             self.camera.tick(t)
 
-    def inferred(self, t: float, ms: float) -> None:
+    def inferred(self, t: float) -> None:
         with self._lock:
             self.inference.tick(t)
-            self.inference_ms.add(ms)
 
     def skipped_frame(self, t: float) -> None:
         with self._lock:
@@ -136,10 +113,6 @@ class PipelineStats:
             self.published.tick(t)
             self.latency_ms.add((t - t_capture) * 1000.0)
 
-    def inference_failed(self) -> None:
-        with self._lock:
-            self.inference_errors += 1
-
     def camera_restarted(self, how: str) -> None:
         """`how`: "restart" (the same camera object stopped and started) or "reopen" (a new one)."""
         with self._lock:
@@ -147,22 +120,11 @@ class PipelineStats:
             if how == "reopen":
                 self.camera_reopens += 1
 
-    def banner(self) -> str:
-        """The short figures drawn on the stream; cheap enough to call per frame."""
-        t = clock.now()
+    def figures(self, t: float) -> dict[str, Any]:
         with self._lock:
-            fps = self.inference.rate(t)
-            ms = self.inference_ms.summary().get("p50", 0.0)
-        return f"{fps:.1f} fps  {ms:.1f} ms"
-
-    def snapshot(self) -> dict[str, Any]:
-        t = clock.now()
-        with self._lock:
-            snap: dict[str, Any] = {
-                "uptime_s": round(t - self.started, 1),
+            return {
                 "source": self.source_name,
                 "source_state": str(self.source_state),
-                "model": self.model_name,
                 # A source that is away delivers nothing, whatever the last seconds' rate says.
                 "camera_fps": round(self.camera.rate(t), 2) if self.source_state is SourceState.RUNNING else 0.0,
                 "inference_fps": round(self.inference.rate(t), 2),
@@ -174,15 +136,77 @@ class PipelineStats:
                 "frames_skipped": self.skipped.total,
                 "frames_corrupt": self.frames_corrupt,
                 "dropped_frames": self._dropped(),
-                "inference_errors": self.inference_errors,
                 "camera_restarts": self.camera_restarts,
                 "camera_reopens": self.camera_reopens,
-                "inference_ms": self.inference_ms.summary(),
                 "latency_ms": self.latency_ms.summary(),
             }
-            snap["cpu_percent"] = self._cpu_percent(t)
-        mem = self._process.memory_info()
-        snap["rss_mb"] = round(mem.rss / 2**20, 1)
+
+
+class DetectorStats:
+    """The detector's figures (every camera's inferences together) and the host's: CPU, memory,
+    temperature, throttling, CMA."""
+
+    def __init__(self, window: int = 120, sysfs_root: str = "/sys", procfs_root: str = "/proc"):
+        self._lock = threading.Lock()
+        self.inference = RateMeter()
+        self.inference_ms = Samples(window)
+        self.inference_errors = 0
+        self._sysfs = SysfsReader(sysfs_root)
+        self._procfs = ProcfsReader(procfs_root)
+        # The Pi's health, logged on change only (whoever reads the figures, however often).
+        self._throttle_log = ThrottleLog()
+        self._cma_log = CmaLog()
+        self._process = psutil.Process()
+        self.started = clock.now()
+        self.model_name = ""
+        self._cpu = {"process": 0.0, "system": 0.0}
+        self._cpu_t = self.started
+        self._cpu_base = _cpu_times(self._process)
+
+    def _cpu_percent(self, t: float) -> dict[str, float]:
+        # One sampler, under the stats lock, on counters of its own: psutil.cpu_percent(None)
+        # keeps its baseline per calling thread, so the stats thread's first reading and
+        # readings from HTTP threads came out 0.0. At most one new sample a second, so that
+        # several readers (API, log, MQTT) do not shorten each other's interval to noise.
+        if t - self._cpu_t >= 1.0 or (self._cpu_t == self.started and t - self._cpu_t >= 0.2):
+            now = _cpu_times(self._process)
+            self._cpu = _cpu_share(self._cpu_base, now)
+            self._cpu_base, self._cpu_t = now, t
+        return dict(self._cpu)
+
+    def inferred(self, t: float, ms: float) -> None:
+        with self._lock:
+            self.inference.tick(t)
+            self.inference_ms.add(ms)
+
+    def inference_failed(self) -> None:
+        with self._lock:
+            self.inference_errors += 1
+
+    def banner(self) -> str:
+        """The short figures drawn on the stream; cheap enough to call per frame."""
+        t = clock.now()
+        with self._lock:
+            fps = self.inference.rate(t)
+            ms = self.inference_ms.summary().get("p50", 0.0)
+        return f"{fps:.1f} fps  {ms:.1f} ms"
+
+    def figures(self, t: float) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "uptime_s": round(t - self.started, 1),
+                "model": self.model_name,
+                "inference_fps": round(self.inference.rate(t), 2),
+                "frames_inferred": self.inference.total,
+                "inference_errors": self.inference_errors,
+                "inference_ms": self.inference_ms.summary(),
+            }
+
+    def host(self, t: float, camera_on: bool) -> dict[str, Any]:
+        """CPU, memory and the Pi's health; `camera_on`: a Pi camera is running (CMA matters)."""
+        with self._lock:
+            snap: dict[str, Any] = {"cpu_percent": self._cpu_percent(t)}
+        snap["rss_mb"] = round(self._process.memory_info().rss / 2**20, 1)
         thermal = self._sysfs.read()
         if thermal.temperature_c is not None:
             snap["temperature_c"] = round(thermal.temperature_c, 1)
@@ -194,7 +218,38 @@ class PipelineStats:
         if cma is not None:
             snap["cma_total_mb"] = round(cma.total_mb, 1)
             snap["cma_free_mb"] = round(cma.free_mb, 1)
-        self._cma_log.update(cma, self.source_name == "picam" and self.source_state is SourceState.RUNNING)
+        self._cma_log.update(cma, camera_on)
+        return snap
+
+
+# The one-camera snapshot keeps the order of keys its readers (the log line, scripts) know.
+ONE_CAMERA_ORDER = ("uptime_s", "source", "source_state", "model", "camera_fps", "inference_fps", "published_fps",
+                    "skipped_fps", "frames_captured", "frames_inferred", "frames_published", "frames_skipped",
+                    "frames_corrupt", "dropped_frames", "inference_errors", "camera_restarts", "camera_reopens",
+                    "inference_ms", "latency_ms")
+
+
+class Figures:
+    """What `/api/stats`, the log line and the other report sinks show: the detector's figures
+    and each camera's. With one camera, one flat table (the camera's rates are the detector's);
+    with several, the detector's at the top and each camera's under `cameras`."""
+
+    def __init__(self, detector: DetectorStats, cameras: list[CameraStats]):
+        self.detector = detector
+        self.cameras = cameras
+        self.extra: dict[str, Callable[[], Any]] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        t = clock.now()
+        det = self.detector.figures(t)
+        parts = {c.name: c.figures(t) for c in self.cameras}
+        if len(parts) == 1:
+            merged = {**next(iter(parts.values())), **det}
+            snap: dict[str, Any] = {k: merged[k] for k in ONE_CAMERA_ORDER}
+        else:
+            snap = {**det, "cameras": parts}
+        picam_on = any(c.source_name == "picam" and c.source_state is SourceState.RUNNING for c in self.cameras)
+        snap.update(self.detector.host(t, picam_on))
         for key, fn in self.extra.items():
             snap[key] = fn()
         return snap

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from edgedetect import clock
 from edgedetect.pipeline.frames import Result
@@ -30,3 +31,18 @@ def detections_json(result: Result | None) -> dict[str, Any]:
         out["classes"] = [{"label": c.label, "class_id": c.class_id, "score": round(c.score, 4)}
                           for c in result.classes]
     return out
+
+
+def without_credentials(uri: str) -> str:
+    """A source as others may see it: a URL without its user and password."""
+    parts = urlsplit(uri)
+    if not parts.netloc or "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def camera_json(figures: dict[str, Any]) -> dict[str, Any]:
+    """A camera as /api/cameras lists it, from its figures."""
+    return {"state": figures["source_state"], "camera_fps": figures["camera_fps"],
+            "inference_fps": figures["inference_fps"], "dropped_frames": figures["dropped_frames"],
+            "uri": without_credentials(figures["source"])}

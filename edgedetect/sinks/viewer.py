@@ -35,7 +35,8 @@ from edgedetect.routes import Request, Route
 log = logging.getLogger("edgedetect.sinks.viewer")
 
 BOUNDARY = "edgedetect-frame"
-ROUTES = {"/", "/index.html", "/stream.mjpg", "/snapshot.jpg", "/api/stats", "/api/detections", "/healthz"}
+ROUTES = {"/", "/index.html", "/stream.mjpg", "/snapshot.jpg", "/api/stats", "/api/detections", "/healthz",
+          "/api/cameras"}
 MAX_REFUSED_HOSTS_LOGGED = 32  # distinct refused Host names that get a log line; later ones are only counted
 MAX_HEAD = 70_000  # bytes of request line and headers buffered before the handler judges them
 POLL_S = 0.2  # accept loop: how late a stop or an expired deadline may be noticed
@@ -54,8 +55,24 @@ class Api:
     """What the server asks the daemon for."""
 
     stats: Callable[[], dict[str, Any]]
+    healthy: Callable[[], tuple[bool, str]]
+
+
+@dataclass
+class CameraView:
+    """What the server serves of one camera, under /cameras/NAME/ (the first camera also at the
+    top-level paths a one-camera viewer has always used)."""
+
+    publisher: Publisher
+    stats: Callable[[], dict[str, Any]]  # the detector's figures and this camera's, flat
     detections: Callable[[], dict[str, Any]]
     healthy: Callable[[], tuple[bool, str]]
+    info: Callable[[], dict[str, Any]]  # its entry in /api/cameras
+
+
+CAMERA_PATH = re.compile(r"/cameras/([A-Za-z0-9_-]{1,64})(/.*)?")
+CAMERA_ROUTES = {"/", "/index.html", "/stream.mjpg", "/snapshot.jpg", "/api/stats", "/api/detections", "/healthz",
+          "/api/cameras"}
 
 
 class _Pending:
@@ -274,14 +291,15 @@ _TOKEN_PARAM = re.compile(r"(?i)((?:^|[?&;])token=)[^&;\s'\"]*")
 
 
 class ViewerServer:
-    def __init__(self, cfg: HttpConfig, publisher: Publisher, api: Api):
+    def __init__(self, cfg: HttpConfig, api: Api, cameras: dict[str, CameraView]):
         check_host(cfg.host)
         if not is_loopback(cfg.host) and not cfg.token:
             raise UserError(f"http.host = {cfg.host!r} serves the network: set http.token (or --token) so that "
                             "viewers must present it, or keep host = \"127.0.0.1\"")
         self.cfg = cfg
-        self.publisher = publisher
         self.api = api
+        self.cameras = cameras
+        self.first = next(iter(cameras.values()))  # what the top-level paths serve
         self.stopping = threading.Event()
         self._viewers = 0
         self._viewers_lock = threading.Lock()
@@ -289,7 +307,9 @@ class ViewerServer:
         self.refused_hosts = 0  # requests answered 403 for their Host
         self._hosts_logged: set[str] = set()
         self._hosts_lock = threading.Lock()
-        self.page = resources.files("edgedetect.sinks").joinpath("static/index.html").read_bytes()
+        static = resources.files("edgedetect.sinks").joinpath("static")
+        self.page = static.joinpath("index.html").read_bytes()
+        self.grid = static.joinpath("grid.html").read_bytes() if len(cameras) > 1 else self.page
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         try:
             self._httpd = _Server((cfg.host, cfg.port), _make_handler(self), family, cfg.client_timeout)
@@ -321,7 +341,8 @@ class ViewerServer:
 
     def stop(self) -> None:
         self.stopping.set()
-        self.publisher.close()
+        for view in self.cameras.values():
+            view.publisher.close()
         self._httpd.stop()
         self._httpd.server_close()
 
@@ -344,6 +365,11 @@ class ViewerServer:
         if path in ROUTES or path in self.routes:
             raise ValueError(f"http: route {path!r} is taken")
         self.routes[path] = RouteSpec(handler, frozenset(methods), path.endswith("/"))
+
+    def camera_path(self, path: str) -> bool:
+        """/cameras/NAME/ and the paths below it that a camera serves."""
+        m = CAMERA_PATH.fullmatch(path)
+        return bool(m and m.group(1) in self.cameras and (m.group(2) or "/") in CAMERA_ROUTES)
 
     def find_route(self, path: str) -> RouteSpec | None:
         spec = self.routes.get(path)
@@ -473,7 +499,7 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
                     "and loopback addresses are served; add the name to [http] allowed_hosts\n").encode(),
                     "text/plain; charset=utf-8", {"X-Content-Type-Options": "nosniff"})
                 return None
-            if parts.path not in ROUTES and srv.find_route(parts.path) is None:
+            if parts.path not in ROUTES and srv.find_route(parts.path) is None and not srv.camera_path(parts.path):
                 self._error(HTTPStatus.NOT_FOUND)
                 return None
             return parts.path, query
@@ -483,25 +509,41 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
             if routed is None:
                 return
             path, query = routed
-            if path in ("/", "/index.html"):
-                self._send(200, srv.page, "text/html; charset=utf-8")
+            m = CAMERA_PATH.fullmatch(path)
+            if m and m.group(1) in srv.cameras and (m.group(2) or "/") in CAMERA_ROUTES:
+                self._camera(srv.cameras[m.group(1)], m.group(2) or "", srv.page)
+            elif m and m.group(1) in srv.cameras and not m.group(2):
+                self._send(301, b"", "text/plain", {"Location": path + "/"})
+            elif path == "/api/stats":
+                self._json(200, srv.api.stats())
+            elif path == "/api/cameras":
+                self._json(200, {"cameras": [dict(name=name, **view.info()) for name, view in srv.cameras.items()]})
+            elif path == "/healthz":
+                ok, why = srv.api.healthy()
+                self._json(200 if ok else 503, {"status": "ok" if ok else "unhealthy", "reason": why})
+            elif path in CAMERA_ROUTES:
+                self._camera(srv.first, path, srv.grid)
+            else:
+                self._extension(path, query)
+
+        def _camera(self, view: CameraView, path: str, page: bytes) -> None:
+            if path in ("", "/", "/index.html"):
+                self._send(200, page, "text/html; charset=utf-8")
             elif path == "/stream.mjpg":
-                self._stream()
+                self._stream(view.publisher)
             elif path == "/snapshot.jpg":
-                _, jpg = srv.publisher.jpeg()
+                _, jpg = view.publisher.jpeg()
                 if jpg:
                     self._send(200, jpg, "image/jpeg")
                 else:
                     self._error(HTTPStatus.SERVICE_UNAVAILABLE, {"Retry-After": "1"})
             elif path == "/api/stats":
-                self._json(200, srv.api.stats())
+                self._json(200, view.stats())
             elif path == "/api/detections":
-                self._json(200, srv.api.detections())
+                self._json(200, view.detections())
             elif path == "/healthz":
-                ok, why = srv.api.healthy()
+                ok, why = view.healthy()
                 self._json(200 if ok else 503, {"status": "ok" if ok else "unhealthy", "reason": why})
-            else:
-                self._extension(path, query)
 
         do_HEAD = do_GET
 
@@ -520,7 +562,7 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
             if routed is None:
                 return
             path, query = routed
-            if path in ROUTES:
+            if path in ROUTES or srv.camera_path(path):
                 self._error(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "GET, HEAD"})
                 return
             self._extension(path, query)
@@ -534,7 +576,7 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
 
         do_POST = do_PUT = do_PATCH = do_OPTIONS = _not_allowed
 
-        def _stream(self) -> None:
+        def _stream(self, publisher: Publisher) -> None:
             if self.command == "HEAD":
                 self._send(200, b"", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
                 return
@@ -548,7 +590,7 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 self.close_connection = True
-                for jpg in srv.publisher.stream(srv.stopping):
+                for jpg in publisher.stream(srv.stopping):
                     head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                             f"Content-Length: {len(jpg)}\r\n\r\n").encode()
                     self.wfile.write(head + jpg + b"\r\n")
