@@ -434,7 +434,7 @@ def _validate_http(cfg: Config, origin: str) -> None:
 
 
 def _validate_cameras(cfg: Config, origin: str) -> None:
-    from edgedetect.sinks.events.zones import NAME_RE
+    from edgedetect.geometry import NAME_RE
 
     if len(cfg.cameras) > MAX_CAMERAS:
         raise ConfigError(f"{origin}: cameras: {len(cfg.cameras)} [cameras.NAME] tables; expected at most {MAX_CAMERAS}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from edgedetect.config import Config
-from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.health import Progress
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from fakehooks import make_hooks
 
 from edgedetect.config import Config
 from edgedetect.pipeline.annotate import colour_for
-from edgedetect.pipeline.frames import Detection, Frame, Result
+from edgedetect.frames import Detection, Frame, Result
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.pipeline.stats import CameraStats
 from edgedetect.sinks import display

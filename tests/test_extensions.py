@@ -11,7 +11,7 @@ import pytest
 
 from edgedetect.config import Config
 from edgedetect.extensions import Registration, attach_all
-from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.listeners import Listeners
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.pipeline.state import SourceState, SourceStatus

@@ -153,7 +153,7 @@ def test_worker_recovers_after_a_few_failures():
     from conftest import worker_on_one_camera
     from edgedetect.detect.families import load_model
     from edgedetect.detect.model import DetectFilter
-    from edgedetect.pipeline.frames import Frame
+    from edgedetect.frames import Frame
 
     model = load_model(DETECTOR, None, 1)
     real_invoke = model.invoke

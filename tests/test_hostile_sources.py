@@ -431,7 +431,7 @@ def test_daemon_follows_a_stream_that_changes_size(tmp_path, detector):
     /healthz said 200 and camera_fps 9.9."""
     from edgedetect import config
     from edgedetect.daemon import detect_filter
-    from edgedetect.pipeline.frames import Frame
+    from edgedetect.frames import Frame
     from edgedetect.pipeline.worker import infer
 
     cfg = tmp_path / "edgedetect.toml"

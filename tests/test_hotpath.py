@@ -14,7 +14,7 @@ from edgedetect.config import MotionConfig
 from edgedetect.detect.model import DetectFilter
 from edgedetect.pipeline.builder import Pipeline, PipelineOptions
 from edgedetect.pipeline.camera import ONE_CAMERA, CameraSpec
-from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.motion import MotionGate
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.sources.video import VideoFile

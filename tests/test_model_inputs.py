@@ -12,7 +12,7 @@ import pytest
 from edgedetect.detect.classifier import Classifier
 from edgedetect.detect.families import load_model
 from edgedetect.detect.model import DetectFilter
-from edgedetect.pipeline.frames import Frame
+from edgedetect.frames import Frame
 
 DATA = Path(__file__).parent / "data" / "digits"
 IMAGES = sorted((DATA / "images").glob("*.png"))

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import VTEST, worker_on_one_camera
 from edgedetect.config import MotionConfig
-from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.frames import Frame, Result
 from edgedetect.detect.model import DetectFilter
 from edgedetect.pipeline.motion import MotionGate, motion_enabled
 from edgedetect.sources.video import VideoFile

@@ -139,7 +139,7 @@ def test_snapshot_crop_region() -> None:
 
 def test_listener_is_cheap_bounded_and_skips_held_frames() -> None:
     from edgedetect.sinks.events import QUEUE_FRAMES, EventsExtension
-    from edgedetect.pipeline.frames import Frame, Result
+    from edgedetect.frames import Frame, Result
     from edgedetect.pipeline.worker import held
 
     cfg = Config()

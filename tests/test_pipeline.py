@@ -12,7 +12,7 @@ from conftest import VTEST
 from edgedetect.detect.model import DetectFilter
 from edgedetect.pipeline.builder import Pipeline, PipelineOptions
 from edgedetect.pipeline.camera import ONE_CAMERA, CameraSpec
-from edgedetect.pipeline.frames import Detection, Frame, Result
+from edgedetect.frames import Detection, Frame, Result
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.pipeline.stats import CameraStats, RateMeter, log_line

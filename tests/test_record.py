@@ -17,7 +17,7 @@ import pytest
 from conftest import VTEST
 from daemonproc import DaemonProcess
 from recordkit import fill, record_config, tmpfs
-from edgedetect.pipeline.frames import Frame
+from edgedetect.frames import Frame
 from edgedetect.storage.ondisk import CLIP, CROP, SNAPSHOT, StorageFull, write_atomic
 from edgedetect.storage.store import EventStore, event_json
 

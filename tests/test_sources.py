@@ -178,7 +178,7 @@ def test_picam_without_picamera2_is_a_clear_error():
 def test_lores_feeds_the_model_without_bgr_swap(detector):
     """A lores RGB frame and the BGR main frame of the same scene give the same detections."""
     img = cv2.imread(str(MEDIA / "pets.jpg"))
-    from edgedetect.pipeline.frames import Frame
+    from edgedetect.frames import Frame
     from edgedetect.detect.model import DetectFilter
     from edgedetect.pipeline.worker import infer
 

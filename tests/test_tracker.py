@@ -7,7 +7,7 @@ import cv2
 import pytest
 
 from conftest import VTEST
-from edgedetect.pipeline.frames import Detection
+from edgedetect.frames import Detection
 from edgedetect.detect.model import DetectFilter
 from edgedetect.tracking.tracker import Tracker, TrackerConfig, TrackEvent, iou
 

@@ -30,7 +30,7 @@ from edgedetect.detect.resolve import ModelFiles, load_configured
 from edgedetect.detect.tensors import TensorInfo
 from edgedetect.detect.yolo import YoloNms, YoloV5, YoloV8
 from edgedetect.errors import ModelError
-from edgedetect.pipeline.frames import Frame
+from edgedetect.frames import Frame
 
 YOLOV8 = MODELS / "yolov8n_full_integer_quant.tflite"  # int8 in and out, [1, 84, 8400], names in temp_meta.txt
 YOLO11 = MODELS / "yolo11n_int8.tflite"  # float in and out, [1, 84, 8400], names in metadata.json

@@ -13,7 +13,7 @@ from conftest import VTEST
 from edgedetect import config
 from edgedetect.errors import ConfigError
 from edgedetect.geometry import MAX_POINTS, Outline, inside, polygon_problem
-from edgedetect.pipeline.frames import Detection
+from edgedetect.frames import Detection
 from edgedetect.tracking.zones import Scene, foot
 
 SQUARE = ((0.2, 0.2), (0.6, 0.2), (0.6, 0.6), (0.2, 0.6))

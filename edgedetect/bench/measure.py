@@ -25,7 +25,7 @@ from edgedetect.errors import UserError
 from edgedetect.pipeline.annotate import annotated
 from edgedetect.pipeline.builder import Pipeline, PipelineOptions
 from edgedetect.pipeline.camera import ONE_CAMERA, CameraSpec
-from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.motion import MotionGate
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.sources import Source, make_source

@@ -11,7 +11,7 @@ from edgedetect.detect.model import DetectFilter, Findings, Loaded, Model
 from edgedetect.detect.preprocess import Fit
 from edgedetect.detect.tensors import OutputBuffers, TensorInfo
 from edgedetect.errors import ModelError
-from edgedetect.pipeline.frames import Classification
+from edgedetect.frames import Classification
 
 
 class Classifier(Model):

@@ -20,7 +20,7 @@ import numpy as np
 from edgedetect import clock
 from edgedetect.detect.preprocess import STRETCH, Fit, InputWriter
 from edgedetect.detect.tensors import TensorInfo
-from edgedetect.pipeline.frames import Classification, Detection, Frame
+from edgedetect.frames import Classification, Detection, Frame
 
 
 @dataclass(frozen=True, slots=True)

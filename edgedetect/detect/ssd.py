@@ -14,7 +14,7 @@ from edgedetect.detect.preprocess import Fit
 from edgedetect.detect.tensors import OutputBuffers, TensorInfo
 from edgedetect.detect.tflite_file import postprocess_options
 from edgedetect.errors import ModelError
-from edgedetect.pipeline.frames import Detection
+from edgedetect.frames import Detection
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from edgedetect.detect.nms import Quant, cap, nms, xywh_to_xyxy
 from edgedetect.detect.preprocess import Fit
 from edgedetect.detect.tensors import TensorInfo
 from edgedetect.errors import ModelError
-from edgedetect.pipeline.frames import Detection
+from edgedetect.frames import Detection
 
 PIXEL_BOXES_ABOVE = 2.0  # normalised box values never exceed ~1.1; input pixels of a real box do
 

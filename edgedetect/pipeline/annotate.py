@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edgedetect.pipeline.frames import Result
+from edgedetect.frames import Result
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 from edgedetect import clock
 from edgedetect.detect.model import DetectFilter, Model
 from edgedetect.pipeline.camera import Camera, CameraSpec
-from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.health import Progress, detector_progress
 from edgedetect.pipeline.report import Sink, StatsReporter, log_sink
 from edgedetect.pipeline.scheduler import Scheduler

@@ -15,7 +15,7 @@ from typing import Callable
 from edgedetect import clock
 from edgedetect.detect.model import DetectFilter
 from edgedetect.pipeline.capture import CaptureThread
-from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.health import Progress, progress
 from edgedetect.pipeline.listeners import Listeners
 from edgedetect.pipeline.motion import MotionGate

@@ -8,7 +8,7 @@ from typing import Callable
 
 from edgedetect import clock
 from edgedetect.errors import SourceError
-from edgedetect.pipeline.frames import Frame
+from edgedetect.frames import Frame
 from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.pipeline.stage import StageThread
 from edgedetect.pipeline.state import SourceState

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from edgedetect.config import MotionConfig
-from edgedetect.pipeline.frames import Frame
+from edgedetect.frames import Frame
 
 
 class _HasLive(Protocol):

@@ -14,7 +14,7 @@ import cv2
 
 from edgedetect import clock
 from edgedetect.pipeline.annotate import annotated, no_signal
-from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.listeners import Listeners
 from edgedetect.pipeline.stats import CameraStats
 

@@ -13,7 +13,7 @@ import threading
 from typing import Generic, Protocol, Sequence, TypeVar
 
 from edgedetect import clock
-from edgedetect.pipeline.frames import Frame
+from edgedetect.frames import Frame
 from edgedetect.pipeline.slot import LatestSlot
 
 

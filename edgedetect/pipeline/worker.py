@@ -19,7 +19,7 @@ from typing import Callable
 from edgedetect import clock
 from edgedetect.detect.model import DetectFilter, Model
 from edgedetect.pipeline.camera import Camera
-from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.scheduler import Scheduler
 from edgedetect.pipeline.stage import StageThread
 from edgedetect.pipeline.stats import DetectorStats

@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from edgedetect import clock
-from edgedetect.pipeline.frames import Result
+from edgedetect.frames import Result
 
 
 def detections_json(result: Result | None) -> dict[str, Any]:

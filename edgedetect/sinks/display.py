@@ -16,7 +16,7 @@ import numpy as np
 
 from edgedetect.extensions import Hooks
 from edgedetect.pipeline.annotate import FONT, colour_for
-from edgedetect.pipeline.frames import Detection, Result
+from edgedetect.frames import Detection, Result
 
 log = logging.getLogger("edgedetect.sinks.display")
 

@@ -27,7 +27,7 @@ from edgedetect.messaging.link import MqttLink
 from edgedetect.messaging.publisher import EventPublisher
 from edgedetect.messaging.topics import Topics, check_config
 from edgedetect.naming import device_name
-from edgedetect.pipeline.frames import Result
+from edgedetect.frames import Result
 from edgedetect.pipeline.stage import StageThread
 from edgedetect.storage.record import Recording
 from edgedetect.tracking.events import ObjectEvent

@@ -33,7 +33,7 @@ import cv2
 from edgedetect import clock
 from edgedetect.config import Config
 from edgedetect.pipeline.annotate import draw_result
-from edgedetect.pipeline.frames import Frame, Result
+from edgedetect.frames import Frame, Result
 from edgedetect.storage import recorder as clips
 from edgedetect.storage.history import History
 from edgedetect.storage.ondisk import NotOurs, StorageFull, is_full

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from edgedetect import clock
-from edgedetect.pipeline.frames import Frame
+from edgedetect.frames import Frame
 from edgedetect.pipeline.stage import StageThread
 
 log = logging.getLogger("edgedetect.storage.recorder")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgedetect import clock
-from edgedetect.pipeline.frames import Detection
+from edgedetect.frames import Detection
 from edgedetect.tracking.tracker import Box, TrackEvent
 
 SNAPSHOT_MIN_PX = 160

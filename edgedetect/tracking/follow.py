@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgedetect.pipeline.frames import Detection
+from edgedetect.frames import Detection
 from edgedetect.tracking.events import ObjectEvent, Sighting, event_id
 from edgedetect.tracking.tracker import Tracker, TrackerConfig, TrackEvent
 from edgedetect.tracking.zones import Scene

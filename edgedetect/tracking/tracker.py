@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Literal, Sequence
 
-from edgedetect.pipeline.frames import Detection
+from edgedetect.frames import Detection
 
 Box = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax, normalised
 Kind = Literal["start", "update", "end"]

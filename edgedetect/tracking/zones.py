@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from edgedetect.geometry import Outline, Point, Polygon
-from edgedetect.pipeline.frames import Detection
+from edgedetect.frames import Detection
 
 if TYPE_CHECKING:
     from edgedetect.config import Config
