@@ -121,6 +121,7 @@ class MotionConfig:
 class DisplayConfig:
     mode: str = _f("none", "local monitor: none, drm (console, picam only), qt (desktop, picam only)",
                    choices=("none", "drm", "qt"))
+    camera: str = _f("", "with [cameras]: the camera whose overlay the monitor shows (empty: the first)")
 
 
 @dataclass

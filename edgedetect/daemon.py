@@ -115,7 +115,7 @@ class Daemon:
                 self.server = ViewerServer(cfg.http, Api(stats=p.snapshot, healthy=self.healthy),
                                            {cam.name: self._view(cam) for cam in p.cameras})
                 p.figures.extra["viewers"] = lambda: self.server.viewers if self.server else 0
-            self.extensions = attach_all(self._hooks(specs[0].source, model_name))
+            self.extensions = attach_all(self._hooks({s.name: s.source for s in specs}, model_name))
         except BaseException:
             for spec in specs:
                 if spec.source is not None:
@@ -142,7 +142,7 @@ class Daemon:
         return CameraView(cam.publisher, stats, lambda: detections_json(cam.publisher.latest()[1]),
                           lambda: _healthy(cam.progress()), lambda: camera_json(cam.stats.figures(clock.now())))
 
-    def _hooks(self, source: Source, model_name: str) -> Hooks:
+    def _hooks(self, sources: dict[str, Source | None], model_name: str) -> Hooks:
         p = self.pipeline
         assert p is not None
 
@@ -153,7 +153,7 @@ class Daemon:
         def add_figures(key: str, fn: Callable[[], Any]) -> None:
             p.figures.extra[key] = fn
 
-        return Hooks(cfg=self.cfg, model_name=model_name, source=source,
+        return Hooks(cfg=self.cfg, model_name=model_name, sources=sources,
                      on_result=p.add_result_listener, on_frame=p.add_frame_listener,
                      on_stats=p.reporter.sinks.append, on_tick=self._ticks.append,
                      add_route=add_route, add_figures=add_figures, figures=p.snapshot,

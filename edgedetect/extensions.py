@@ -60,7 +60,7 @@ class Hooks:
 
     cfg: Config
     model_name: str
-    source: Any  # the opened source (the monitor overlay needs the Pi camera's preview)
+    sources: dict[str, Any]  # each camera's opened source, by name (the monitor overlay needs the Pi camera's preview)
     on_result: Callable[[Callable[[Result], None]], None]  # every published result (inference thread)
     on_frame: Callable[[Callable[[Frame], None]], None]  # every captured frame (capture thread)
     on_stats: Callable[[Callable[[dict[str, Any]], None]], None]  # every stats snapshot (stats thread)

@@ -27,7 +27,7 @@ def make_hooks(cfg: Config | None = None, source: Any = None, snapshot: Callable
     def add_route(path: str, handler: Callable, methods: tuple[str, ...] = ("GET",)) -> None:
         reg.routes[path] = (handler, methods)
 
-    hooks = Hooks(cfg=cfg or Config(), model_name=model_name, source=source,
+    hooks = Hooks(cfg=cfg or Config(), model_name=model_name, sources={"camera": source},
                   on_result=reg.results.append, on_frame=reg.frames.append, on_stats=reg.stats.append,
                   on_tick=reg.ticks.append, add_route=add_route,
                   add_figures=lambda k, fn: reg.figures.__setitem__(k, fn), figures=snapshot)

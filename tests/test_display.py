@@ -90,7 +90,9 @@ def test_attach_swaps_preview_and_draws_each_result() -> None:
     assert ext is not None
     assert cam.calls == [("stop_preview",), ("start_preview", "Preview.DRM")]
     ext.start()
-    frame = Frame(0, 0.0, np.zeros((720, 1280, 3), np.uint8))
+    frame = Frame(0, 0.0, np.zeros((720, 1280, 3), np.uint8), camera="camera")
+    d.publisher.publish(Result(Frame(0, 0.0, frame.image, camera="other"), [DOG]))
+    assert cam.overlays == []  # another camera's result is not this overlay's
     d.publisher.publish(Result(frame, [DOG]))
     assert len(cam.overlays) == 1
     ov = cam.overlays[0]

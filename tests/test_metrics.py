@@ -31,6 +31,9 @@ SNAPSHOT = {
 }
 
 
+CAM = ("camera", "camera")  # the label of the one camera of a config without [cameras]
+
+
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """{(sample name, sorted labels without device): value}; asserts every sample has the device label."""
     out = {}
@@ -56,15 +59,15 @@ def test_collector_maps_every_figure() -> None:
     assert s[("__device__", ())] == "pi7"
     assert s[("edgedetect_info", (("model", "ssd"), ("source", "vtest.avi"), ("version", "0.1.0")))] == 1
     assert s[("edgedetect_uptime_seconds", ())] == 12.5
-    assert s[("edgedetect_source_state", (("edgedetect_source_state", "running"),))] == 1
-    assert s[("edgedetect_source_state", (("edgedetect_source_state", "ended"),))] == 0
+    assert s[("edgedetect_source_state", (CAM, ("edgedetect_source_state", "running")))] == 1
+    assert s[("edgedetect_source_state", (CAM, ("edgedetect_source_state", "ended")))] == 0
     for key in ("camera_fps", "inference_fps", "published_fps", "skipped_fps"):
-        assert s[(f"edgedetect_{key}", ())] == SNAPSHOT[key]
-    assert s[("edgedetect_frames_captured_total", ())] == 120
-    assert s[("edgedetect_frames_dropped_total", ())] == 2
+        assert s[(f"edgedetect_{key}", (CAM,))] == SNAPSHOT[key]
+    assert s[("edgedetect_frames_captured_total", (CAM,))] == 120
+    assert s[("edgedetect_frames_dropped_total", (CAM,))] == 2
     assert s[("edgedetect_inference_errors_total", ())] == 1
     assert s[("edgedetect_inference_seconds", (("stat", "p50"),))] == 0.01225
-    assert s[("edgedetect_latency_seconds", (("stat", "p95"),))] == 0.04
+    assert s[("edgedetect_latency_seconds", (CAM, ("stat", "p95")))] == 0.04
     assert s[("edgedetect_cpu_percent", (("scope", "process"),))] == 55.5
     assert s[("edgedetect_resident_memory_bytes", ())] == 118.9 * 2**20
     assert s[("edgedetect_cpu_temperature_celsius", ())] == 61.3
@@ -91,22 +94,23 @@ def test_two_extensions_do_not_share_state() -> None:
     a = scrape(MetricsExtension(lambda: SNAPSHOT, "a"))
     b = scrape(MetricsExtension(lambda: {**SNAPSHOT, "frames_captured": 1}, "b"))
     assert a[("__device__", ())] == "a" and b[("__device__", ())] == "b"
-    assert a[("edgedetect_frames_captured_total", ())] == 120 and b[("edgedetect_frames_captured_total", ())] == 1
+    assert a[("edgedetect_frames_captured_total", (CAM,))] == 120 and b[("edgedetect_frames_captured_total", (CAM,))] == 1
 
 
 def compare(s: dict, stats: dict) -> None:
     """Every /api/stats figure against its metric; exact for figures that no longer move."""
     assert s[("edgedetect_info", (("model", stats["model"]), ("source", stats["source"]), ("version", "0.1.0")))] == 1
-    assert s[("edgedetect_source_state", (("edgedetect_source_state", stats["source_state"]),))] == 1
-    for key in ("frames_captured", "frames_inferred", "frames_published", "frames_skipped", "inference_errors"):
-        assert s[(f"edgedetect_{key}_total", ())] == stats[key], key
-    assert s[("edgedetect_frames_dropped_total", ())] == stats["dropped_frames"]
+    assert s[("edgedetect_source_state", (CAM, ("edgedetect_source_state", stats["source_state"])))] == 1
+    for key in ("frames_captured", "frames_inferred", "frames_published", "frames_skipped"):
+        assert s[(f"edgedetect_{key}_total", (CAM,))] == stats[key], key
+    assert s[("edgedetect_inference_errors_total", ())] == stats["inference_errors"]
+    assert s[("edgedetect_frames_dropped_total", (CAM,))] == stats["dropped_frames"]
     for stat, ms in stats["inference_ms"].items():
         assert s[("edgedetect_inference_seconds", (("stat", stat),))] == ms / 1000
     for stat, ms in stats["latency_ms"].items():
-        assert s[("edgedetect_latency_seconds", (("stat", stat),))] == ms / 1000
+        assert s[("edgedetect_latency_seconds", (CAM, ("stat", stat)))] == ms / 1000
     for key in ("camera_fps", "inference_fps", "published_fps", "skipped_fps"):
-        assert s[(f"edgedetect_{key}", ())] == stats[key], key
+        assert s[(f"edgedetect_{key}", (CAM,))] == stats[key], key
     assert abs(s[("edgedetect_uptime_seconds", ())] - stats["uptime_s"]) < 2
     assert abs(s[("edgedetect_resident_memory_bytes", ())] / 2**20 - stats["rss_mb"]) < 20
     for scope in stats["cpu_percent"]:
@@ -142,7 +146,24 @@ def test_daemon_metrics_while_running(tmp_path) -> None:
     s = samples(body.decode())
     assert s[("__device__", ())] == "hall-1"
     for key in ("frames_captured", "frames_inferred", "frames_published"):
-        assert before[key] <= s[(f"edgedetect_{key}_total", ())] <= after[key], key
-    assert abs(s[("edgedetect_inference_fps", ())] - after["inference_fps"]) < 2
-    assert s[("edgedetect_source_state", (("edgedetect_source_state", "running"),))] == 1
+        assert before[key] <= s[(f"edgedetect_{key}_total", (CAM,))] <= after[key], key
+    assert abs(s[("edgedetect_inference_fps", (CAM,))] - after["inference_fps"]) < 2
+    assert s[("edgedetect_source_state", (CAM, ("edgedetect_source_state", "running")))] == 1
     assert ("edgedetect_mqtt_connected", ()) not in s  # [mqtt] is off
+
+
+def test_several_cameras_each_figure_carries_its_camera() -> None:
+    cams = {name: {k: SNAPSHOT[k] for k in ("source", "source_state", "camera_fps", "inference_fps", "published_fps",
+                                            "skipped_fps", "frames_captured", "frames_inferred", "frames_published",
+                                            "frames_skipped", "dropped_frames", "latency_ms")}
+            for name in ("door", "yard")}
+    cams["yard"] = {**cams["yard"], "source_state": "reconnecting", "frames_captured": 7, "camera_fps": 0.0}
+    snap = {k: SNAPSHOT[k] for k in ("uptime_s", "model", "inference_fps", "frames_inferred", "inference_errors",
+                                     "inference_ms", "cpu_percent", "rss_mb")}
+    s = scrape(MetricsExtension(lambda: {**snap, "cameras": cams}, "pi7"))
+    assert s[("edgedetect_frames_captured_total", (("camera", "door"),))] == 120
+    assert s[("edgedetect_frames_captured_total", (("camera", "yard"),))] == 7
+    assert s[("edgedetect_source_state", (("camera", "yard"), ("edgedetect_source_state", "reconnecting")))] == 1
+    assert s[("edgedetect_source_state", (("camera", "door"), ("edgedetect_source_state", "running")))] == 1
+    assert s[("edgedetect_camera_fps", (("camera", "yard"),))] == 0.0
+    assert s[("edgedetect_inference_seconds", (("stat", "p50"),))] == 0.01225  # the detector's, once

@@ -106,11 +106,16 @@ def attach(hooks: Hooks, preview: Callable[[str], Any] = preview_kind) -> Camera
     mode = hooks.cfg.display.mode
     if mode == "none":
         return None
-    source = hooks.source
+    name = hooks.cfg.display.camera or next(iter(hooks.sources))
+    if name not in hooks.sources:
+        log.warning("display.camera = %r: no such camera (expected one of %s); the monitor stays off",
+                    name, ", ".join(hooks.sources))
+        return None
+    source = hooks.sources[name]
     if not isinstance(source, PiCamera) or source.camera is None:
         log.warning("display.mode = %r needs the Pi camera (source.uri = \"picam\"); for source %r "
                     "open the viewer page on the monitor instead (see docs/service.md, kiosk)",
-                    mode, hooks.cfg.source.uri)
+                    mode, getattr(source, "name", hooks.cfg.source.uri))
         return None
     camera = source.camera
     try:
@@ -120,6 +125,6 @@ def attach(hooks: Hooks, preview: Callable[[str], Any] = preview_kind) -> Camera
                     mode, e)
         return None
     overlay = CameraOverlay(camera, preview_size(camera, source.size))
-    hooks.on_result(overlay.on_result)
+    hooks.on_result(lambda result: overlay.on_result(result) if result.camera == name else None)
     log.info("%s preview on the monitor, overlay %dx%d", mode, *overlay.size)
     return overlay

@@ -1,26 +1,28 @@
 """Prometheus `/metrics`: the figures of `/api/stats`, in the text exposition format.
 
-A custom collector reads `daemon.stats.snapshot()` on every scrape (nothing is kept between
-scrapes) into its own registry, so nothing global is touched. Every sample carries the
-`device` label (mqtt.device, or the host name) so one Prometheus can scrape many Pis.
+A custom collector reads the stats snapshot on every scrape (nothing is kept between scrapes)
+into its own registry, so nothing global is touched. Every sample carries the `device` label
+(mqtt.device, or the host name) so one Prometheus can scrape many Pis, and every figure of a
+camera (its state, rates, frames, latency) the `camera` label ("camera" for the one camera of a
+config without [cameras]); the detector's and the host's figures are the whole daemon's.
 
 Metrics (units converted to Prometheus base units where /api/stats uses others):
 
     edgedetect_info{model,source,version}           1
     edgedetect_uptime_seconds                        uptime_s
-    edgedetect_source_state{state}                   1 for the current source_state, else 0
+    edgedetect_source_state{camera,state}            1 for the camera's current source_state, else 0
     edgedetect_camera_fps, _inference_fps,
-    edgedetect_published_fps, _skipped_fps           camera_fps, inference_fps, ...
+    edgedetect_published_fps, _skipped_fps{camera}   camera_fps, inference_fps, ... of each camera
     edgedetect_frames_captured_total,
     edgedetect_frames_inferred_total,
     edgedetect_frames_published_total,
-    edgedetect_frames_skipped_total                  frames_captured, frames_inferred, ...
-    edgedetect_frames_dropped_total                  dropped_frames
+    edgedetect_frames_skipped_total{camera}          frames_captured, frames_inferred, ...
+    edgedetect_frames_dropped_total{camera}          dropped_frames
+    edgedetect_camera_restarts_total{camera}         camera_restarts: the camera brought back in-process
+    edgedetect_camera_reopens_total{camera}          camera_reopens: of those, with a new camera object
+    edgedetect_latency_seconds{camera,stat}          latency_ms {mean,p50,p95} / 1000
     edgedetect_inference_errors_total                inference_errors
-    edgedetect_camera_restarts_total                 camera_restarts: the camera brought back in-process
-    edgedetect_camera_reopens_total                  camera_reopens: of those, with a new camera object
     edgedetect_inference_seconds{stat}               inference_ms {mean,p50,p95} / 1000
-    edgedetect_latency_seconds{stat}                 latency_ms {mean,p50,p95} / 1000
     edgedetect_cpu_percent{scope}                    cpu_percent {process,system}
     edgedetect_resident_memory_bytes                 rss_mb * 2**20
     edgedetect_cpu_temperature_celsius               temperature_c (when the hardware has it)
@@ -52,6 +54,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from edgedetect import __version__
+from edgedetect.config import ONE_CAMERA
 from edgedetect.extensions import Hooks
 from edgedetect.naming import device_name
 from edgedetect.routes import Request, Response
@@ -60,17 +63,15 @@ from edgedetect.system.sysfs import THROTTLE_FLAGS
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SOURCE_STATES = ("starting", "running", "reconnecting", "failed", "ended")
 RATES = ("camera_fps", "inference_fps", "published_fps", "skipped_fps")
-COUNTERS = {  # /api/stats key -> metric name (without _total)
+COUNTERS = {  # a camera's /api/stats key -> metric name (without _total)
     "frames_captured": "edgedetect_frames_captured",
     "frames_inferred": "edgedetect_frames_inferred",
     "frames_published": "edgedetect_frames_published",
     "frames_skipped": "edgedetect_frames_skipped",
     "dropped_frames": "edgedetect_frames_dropped",
-    "inference_errors": "edgedetect_inference_errors",
     "camera_restarts": "edgedetect_camera_restarts",
     "camera_reopens": "edgedetect_camera_reopens",
 }
-TIMINGS = {"inference_ms": "edgedetect_inference_seconds", "latency_ms": "edgedetect_latency_seconds"}
 MQTT_COUNTERS = {
     "connects": "edgedetect_mqtt_connects",
     "messages_published": "edgedetect_mqtt_messages_published",
@@ -93,43 +94,60 @@ class StatsCollector(Collector):
         yield from families(self._snapshot(), self.device)
 
 
+def cameras_of(snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each camera's figures: under "cameras" with several, the snapshot itself with one."""
+    return snap["cameras"] if "cameras" in snap else {ONE_CAMERA: snap}
+
+
 def families(snap: dict[str, Any], device: str) -> Iterator[Metric]:
     dev = [device]
+    cams = cameras_of(snap)
 
     def gauge(name: str, doc: str, value: float, unit: str = "") -> GaugeMetricFamily:
         g = GaugeMetricFamily(name, doc, labels=["device"], unit=unit)
         g.add_metric(dev, float(value))
         return g
 
-    def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-        c = CounterMetricFamily(name, doc, labels=["device"])
-        c.add_metric(dev, float(value))
-        return c
+    def per_camera(family: type, name: str, doc: str, key: str) -> Metric:
+        m = family(name, doc, labels=["device", "camera"])
+        for cam, fig in cams.items():
+            if key in fig:
+                m.add_metric([device, cam], float(fig[key]))
+        return m
 
+    first = next(iter(cams.values()))
     info = InfoMetricFamily("edgedetect", "model, source and version of the daemon", labels=["device"])
-    info.add_metric(dev, {"model": str(snap.get("model", "")), "source": str(snap.get("source", "")),
+    info.add_metric(dev, {"model": str(snap.get("model", "")), "source": str(first.get("source", "")),
                           "version": __version__})
     yield info
     if "uptime_s" in snap:
         yield gauge("edgedetect_uptime_seconds", "seconds since the daemon started", snap["uptime_s"])
-    state = str(snap.get("source_state", ""))
-    if state:
-        states = StateSetMetricFamily("edgedetect_source_state", "state of the video source", labels=["device"])
-        states.add_metric(dev, {s: s == state for s in sorted({*SOURCE_STATES, state})})
-        yield states
+    states = StateSetMetricFamily("edgedetect_source_state", "state of each camera's source", labels=["device", "camera"])
+    for cam, fig in cams.items():
+        state = str(fig.get("source_state", ""))
+        if state:
+            states.add_metric([device, cam], {s: s == state for s in sorted({*SOURCE_STATES, state})})
+    yield states
     for key in RATES:
-        if key in snap:
-            yield gauge(f"edgedetect_{key}", f"{key.replace('_', ' ')} over the last few seconds", snap[key])
+        yield per_camera(GaugeMetricFamily, f"edgedetect_{key}", f"{key.replace('_', ' ')} over the last few seconds",
+                         key)
     for key, name in COUNTERS.items():
-        if key in snap:
-            yield counter(name, f"{key.replace('_', ' ')} since start", snap[key])
-    for key, name in TIMINGS.items():
-        summary = snap.get(key) or {}
-        g = GaugeMetricFamily(name, f"{key[:-3]} time over the recent window (stat: mean, p50, p95)",
-                              labels=["device", "stat"])
-        for stat, ms in summary.items():
-            g.add_metric([device, stat], float(ms) / 1000.0)
-        yield g
+        yield per_camera(CounterMetricFamily, name, f"{key.replace('_', ' ')} since start", key)
+    if "inference_errors" in snap:
+        c = CounterMetricFamily("edgedetect_inference_errors", "inferences that failed since start", labels=["device"])
+        c.add_metric(dev, float(snap["inference_errors"]))
+        yield c
+    g = GaugeMetricFamily("edgedetect_inference_seconds", "inference time over the recent window (stat: mean, p50, p95)",
+                          labels=["device", "stat"])
+    for stat, ms in (snap.get("inference_ms") or {}).items():
+        g.add_metric([device, stat], float(ms) / 1000.0)
+    yield g
+    g = GaugeMetricFamily("edgedetect_latency_seconds", "capture-to-publish time over the recent window "
+                          "(stat: mean, p50, p95)", labels=["device", "camera", "stat"])
+    for cam, fig in cams.items():
+        for stat, ms in (fig.get("latency_ms") or {}).items():
+            g.add_metric([device, cam, stat], float(ms) / 1000.0)
+    yield g
     cpu = snap.get("cpu_percent") or {}
     g = GaugeMetricFamily("edgedetect_cpu_percent", "CPU use in percent (scope: process, system)",
                           labels=["device", "scope"])
