@@ -182,7 +182,10 @@ def test_twenty_recoveries_leak_no_camera(detector, monkeypatch):
         _twenty_recoveries(detector)
     finally:
         logger.removeHandler(handler)
-    assert text.getvalue().count("; restarting the camera\n") == 20 and text.getvalue().count("; reopening it") == 20
+    # The camera says each restart; the capture thread says the identical reopen failure once
+    # (frames never flow long between rounds, so the 20 are one run of failures).
+    assert text.getvalue().count("; restarting the camera\n") == 20
+    assert text.getvalue().count("; reopening it; retrying in") == 1
 
 
 def _twenty_recoveries(detector) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -527,3 +528,136 @@ def test_https_mjpeg_read_by_us_when_trusted_else_by_ffmpeg_as_before(self_signe
                    for r in caplog.records)
     finally:
         cam.stop()
+
+
+# --- issue 22 item 8: a camera that burns the reader's CPU or floods the log ------------------
+
+MULTIPART_HEAD = b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=camframe\r\n\r\n"
+PART_HEAD = b"--camframe\r\nContent-Type: image/jpeg\r\n\r\n"  # no Content-Length: the reader finds the end
+
+
+class ScriptedCamera:
+    """A camera that sends every connection the same bytes, piece by piece, then closes it, or,
+    with `stream` set, goes on with `frame` every 50 ms. Counts its connections."""
+
+    def __init__(self, frame: bytes, script: list[bytes], pause_s: float = 0.0):
+        self.frame = frame
+        self.script = script
+        self.pause_s = pause_s  # between pieces, so that the reader gets them one chunk at a time
+        self.stream = threading.Event()
+        self.connections = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/video.mjpg"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(4096)  # the request
+                for piece in self.script:
+                    conn.sendall(piece)
+                    time.sleep(self.pause_s)
+                while self.stream.is_set() and not self._stop.is_set():
+                    conn.sendall(PART_HEAD + self.frame + b"\r\n")
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._listener.close()
+
+
+COMMENT_OF_END_MARKERS = b"\xff\xfe\x08\x00" + b"\xff\xd9" * 1023  # a 2 KB comment segment of FF D9 pairs
+
+
+@pytest.mark.parametrize("start, piece", [(b"\xff\xd8", COMMENT_OF_END_MARKERS), (b"\xff\xd8\xff\xd9", b"\x00" * 2048)],
+                         ids=["end-markers-in-segments", "end-marker-then-padding"])
+def test_mjpeg_reader_examines_each_byte_of_a_hostile_part_a_bounded_number_of_times(start, piece):
+    """A part that looks as if its JPEG might end after every chunk: FF D9 pairs in comment
+    segments (each chunk ends on one), or an end marker followed by endless padding. A reader
+    that walks the part again on every chunk, from its start (the segments) or from its end (the
+    padding), examines 50-260x the part's bytes here; this one a few times each byte."""
+    pieces = 256
+    good = MjpegCamera(VTEST, frames=1).jpegs[0]
+    cam = ScriptedCamera(good, [MULTIPART_HEAD, PART_HEAD, good, b"\r\n", PART_HEAD + start, *[piece] * pieces,
+                                b"\r\n" + PART_HEAD, good, b"\r\n"], pause_s=0.002)
+    cam.stream.set()  # the connection stays open after the script
+    src = MjpegStream(cam.url)
+    try:
+        src.open()
+        assert src.read() is not None
+        before = src.scanned
+        assert src.read() is not None  # the good frame after the hostile part
+        hostile = len(PART_HEAD + start) + pieces * len(piece)
+        examined = src.scanned - before
+        print(f"{hostile} bytes of hostile part: {examined} bytes examined ({examined / hostile:.1f}x)")
+        assert src.frames_corrupt == 1 and cam.connections == 1
+        assert examined < 4 * hostile, (examined, hostile)  # looked for the boundary, the padding, the segments
+    finally:
+        src.close()
+        cam.close()
+
+
+def test_a_source_failing_on_every_connection_is_logged_once_then_summarised(caplog):
+    """A camera that sends a corrupt part and a good frame on each connection, then closes it,
+    round after round: the failure is logged in full once (the state moves back and forth not at
+    all), then one summary a period, and one line once frames have flowed for a while again; the
+    corrupt part is warned about once, not once a connection."""
+    from edgedetect.pipeline.capture import CaptureThread
+    from edgedetect.frames import Frame
+    from edgedetect.pipeline.slot import LatestSlot
+    from edgedetect.pipeline.stats import CameraStats
+
+    good = MjpegCamera(VTEST, frames=1).jpegs[0]
+    cam = ScriptedCamera(good, [MULTIPART_HEAD, PART_HEAD, b"not a picture\r\n", PART_HEAD, good, b"\r\n"])
+    stats = CameraStats()
+    stats.source.name = "flaky"
+    period_s = 1.0
+    thread = CaptureThread(lambda: MjpegStream(cam.url), LatestSlot[Frame](), stats, failure_period_s=period_s,
+                           recovered_after_s=0.5)
+    try:
+        with caplog.at_level(logging.INFO, logger="edgedetect"):
+            t0 = time.monotonic()
+            thread.start()
+            deadline = t0 + 20
+            while cam.connections < 8 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            failing_s = time.monotonic() - t0
+            failing = [r.getMessage() for r in caplog.records]
+            cam.stream.set()  # the next connection streams
+            deadline = time.monotonic() + 10
+            while not any("recovered" in m.getMessage() for m in caplog.records) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            total_s = time.monotonic() - t0
+            time.sleep(1.0)  # and nothing more is said while frames flow
+    finally:
+        thread.stop()
+        thread.join(2)
+        cam.close()
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("edgedetect.pipeline")]
+    print(f"{cam.connections} connections, {len(failing)} lines while failing for {failing_s:.1f} s:", *lines, sep="\n")
+    assert cam.connections >= 8
+    assert sum("skipped a corrupt frame" in m for m in failing) == 1
+    closed = f"{cam.url}: stream closed by the camera"
+    assert failing.count(closed + "; retrying in 0.5 s") == 1
+    summaries = [m for m in lines if m.startswith("source flaky: still failing: ")]
+    assert 1 <= len(summaries) <= total_s / period_s + 1, summaries
+    assert all(m.endswith(f" s ({closed})") for m in summaries)
+    assert lines.count("source flaky: running") == 1 and lines.count("source flaky: reconnecting") == 1
+    recovered = [m for m in lines if "recovered" in m]
+    assert len(recovered) == 1 and recovered[0].startswith("source flaky: recovered after "), recovered
+    assert len(lines) == 3 + len(summaries) + 1, lines  # running, reconnecting, the failure, summaries, recovered

@@ -1,5 +1,7 @@
 """The capture stage: a thread that reads a source into the latest-frame slot, and reopens
-the source with capped exponential backoff when it fails."""
+the source with capped exponential backoff when it fails. A source that keeps failing (a camera
+that drops every connection after a frame) is logged in full once, then summarised once a
+period, and once more when it has run for a while again."""
 
 from __future__ import annotations
 
@@ -14,18 +16,22 @@ from edgedetect.pipeline.stage import StageThread
 from edgedetect.pipeline.state import SourceState
 from edgedetect.pipeline.stats import CameraStats
 from edgedetect.sources import Source
+from edgedetect.system.logs import RepeatedFailures
 
 log = logging.getLogger("edgedetect.pipeline.capture")
 
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 PREDECESSOR_WAIT_S = 2.0  # how long a replacement thread waits for the abandoned one to let go
+FAILURE_PERIOD_S = 60.0  # a source that keeps failing: one summary line at most this often
+RECOVERED_AFTER_S = 10.0  # frames for this long end a run of failures (one frame each time does not)
 
 
 class CaptureThread(StageThread):
     def __init__(self, make_source: Callable[[], Source], slot: LatestSlot[Frame], stats: CameraStats,
                  source: Source | None = None, on_frame: Callable[[Frame], None] | None = None,
-                 predecessor: CaptureThread | None = None, camera: str = ""):
+                 predecessor: CaptureThread | None = None, camera: str = "",
+                 failure_period_s: float = FAILURE_PERIOD_S, recovered_after_s: float = RECOVERED_AFTER_S):
         super().__init__(f"capture {camera}" if camera else "capture")
         self.camera = camera  # the name every frame carries
         # An abandoned thread this one replaces: it closes its source once its capture returns
@@ -44,13 +50,17 @@ class CaptureThread(StageThread):
         self._progress_t = 0.0  # last sign of life: start, an open attempt, a frame
         self._waiting_s = 0.0  # a backoff the thread is sleeping through on purpose
         self._delay = BACKOFF_START_S  # grows with each failure, back to the start with a frame
+        self._failures = RepeatedFailures(log, f"source {stats.source.name or '?'}", failure_period_s,
+                                          recovered_after_s)
+        self._warned: set[str] = getattr(source, "warned", set())  # a source's say-once warnings, kept across reopens
         if source is not None:
             self._attach(source)
 
     def _set_state(self, state: SourceState) -> None:
         if self._stop.is_set():
             return  # stopped or abandoned: the state belongs to whoever replaced this thread
-        self._stats.source.move(state)
+        # Within a run of failures, the moves back and forth are covered by its summary lines.
+        self._stats.source.move(state, quiet=self._failures.failing)
 
     def start(self) -> None:
         self.started_t = self._progress_t = clock.now()
@@ -87,7 +97,7 @@ class CaptureThread(StageThread):
     def _backoff(self, reason: SourceError) -> None:
         self._set_state(SourceState.RECONNECTING)
         delay = self._delay
-        log.warning("%s; retrying in %.1f s", reason, delay)
+        self._failures.failed(str(reason), f"; retrying in {delay:.1f} s")
         self._waiting_s = delay
         self._stop.wait(delay)
         self._progress_t, self._waiting_s = clock.now(), 0.0
@@ -98,6 +108,8 @@ class CaptureThread(StageThread):
             self._progress_t = clock.now()
             try:
                 src = self._make_source()
+                if hasattr(src, "warned"):
+                    src.warned = self._warned  # type: ignore[attr-defined]
                 src.open()
                 self._attach(src)
                 if self._reopen and hasattr(src, "on_restart"):
@@ -164,6 +176,7 @@ class CaptureThread(StageThread):
             t = clock.now()
             self.last_frame_t = self._progress_t = t
             self._delay = BACKOFF_START_S
+            self._failures.succeeded()
             frame = Frame(self._index, t, cap.image, cap.lores, self.camera)
             self._slot.put(frame)
             if self._on_frame is not None:

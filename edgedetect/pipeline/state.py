@@ -45,8 +45,9 @@ class SourceStatus:
     def state(self) -> SourceState:
         return self._state
 
-    def move(self, new: SourceState) -> bool:
-        """Go to `new` (logged once); False when already there."""
+    def move(self, new: SourceState, quiet: bool = False) -> bool:
+        """Go to `new` (logged once, unless `quiet`: a move the caller's own lines cover); False
+        when already there."""
         with self._lock:
             old = self._state
             if new == old:
@@ -54,5 +55,6 @@ class SourceStatus:
             if new not in ALLOWED[old]:
                 raise ValueError(f"source state: {old} -> {new} is not an allowed move")
             self._state = new
-        log.info("source %s: %s", self.name or "?", new)
+        if not quiet:
+            log.info("source %s: %s", self.name or "?", new)
         return True

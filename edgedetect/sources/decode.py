@@ -62,9 +62,10 @@ def probe(data: bytes | memoryview) -> tuple[str, int, int, bool] | None:
     return None
 
 
-def _jpeg_segments(data: bytes | memoryview):
-    """(marker, offset) of each marker segment from SOI up to the first scan (SOS) included."""
-    i, n = 2, len(data)
+def jpeg_segments(data: bytes | bytearray | memoryview, start: int = 2):
+    """(marker, offset) of each marker segment from SOI up to the first scan (SOS) included; from
+    `start` instead, the offset of a segment an earlier walk over the same bytes reached."""
+    i, n = start, len(data)
     while i + 4 <= n:
         if data[i] != 0xFF:
             return
@@ -82,7 +83,7 @@ def _jpeg_segments(data: bytes | memoryview):
 
 
 def _probe_jpeg(data: bytes | memoryview) -> tuple[str, int, int, bool] | None:
-    for marker, i in _jpeg_segments(data):
+    for marker, i in jpeg_segments(data):
         if marker in _SOF:
             h, w = struct.unpack(">HH", bytes(data[i + 5:i + 9]))
             return "JPEG", w, h, marker not in _PROGRESSIVE
@@ -124,7 +125,7 @@ def jpeg_complete(data: bytes | memoryview) -> bool:
     their lengths up to that scan (so an EXIF thumbnail's own end marker does not count), and
     no marker can occur inside entropy-coded data, so a file or stream part cut short fails
     this."""
-    sos = next((i for marker, i in _jpeg_segments(data) if marker == 0xDA), -1)
+    sos = next((i for marker, i in jpeg_segments(data) if marker == 0xDA), -1)
     if sos < 0:
         return False
     end = len(data)

@@ -12,7 +12,9 @@ its own with `decode.decode`, so:
   (resynchronising there) and says so once;
 - each part has its own size: a size change is logged once, and frames carry the new size;
 - every read is bounded: socket timeouts, a deadline for a good frame, caps on header and part
-  sizes; `interrupt()` shuts the socket down, so a blocked read returns at once.
+  sizes; `interrupt()` shuts the socket down, so a blocked read returns at once;
+- the search for a part's end goes on from where the previous chunk's search stopped, so each
+  byte received is examined a bounded number of times whatever the camera sends (`scanned`).
 
 A server that answers with anything other than 200 and a multipart body (HLS, MP4 over HTTP,
 a redirect, digest authentication) is handed to FFmpeg as before (video.LiveCapture).
@@ -33,16 +35,17 @@ import numpy as np
 from edgedetect import clock
 from edgedetect.errors import SourceError
 from edgedetect.sources.base import Capture
-from edgedetect.sources.decode import BadImage, decode, jpeg_complete
+from edgedetect.sources.decode import BadImage, decode, jpeg_segments
 from edgedetect.sources.video import LiveCapture
 
 log = logging.getLogger("edgedetect.sources")
 
 TIMEOUT_S = 5.0  # connect, each socket read, and the longest wait for a good frame
-MAX_HEADER_BYTES = 64 * 1024  # the HTTP response's headers, and one part's headers
+MAX_HEADER_BYTES = 64 * 1024  # the HTTP response's headers, a part's, a JPEG's segments before its scan
 MAX_PART_BYTES = 16 * 2**20  # one part (a 4K MJPEG frame is 1-3 MB)
 STREAM_MAX_SIDE = 4096  # a camera's own size is kept up to this; larger parts are decoded reduced
 _RECV = 256 * 1024
+_PADDING = b"\r\n\x00 "  # what cameras put after a JPEG's end marker, before the next boundary
 
 
 class NotMultipart(Exception):
@@ -72,6 +75,7 @@ class MjpegStream:
         self.timeout = timeout
         self.max_side = max_side
         self.frames_corrupt = 0
+        self.scanned = 0  # bytes examined in looking for the ends of headers and parts
         self.on_corrupt: object = None  # set by the capture thread: called once per skipped part
         self._ffmpeg_args = (width, height, fps)
         self._ffmpeg: LiveCapture | None = None
@@ -80,7 +84,9 @@ class MjpegStream:
         self._delim = b""
         self._size: tuple[int, int] | None = None
         self._stop = threading.Event()
-        self._said_length = self._said_corrupt = False
+        # The warnings given once, by kind. The capture thread hands every stream it opens the
+        # same set, so that a camera dropping each connection is not warned about each time.
+        self.warned: set[str] = set()
         self._deadline = 0.0
         self._pending: Capture | None = None  # the first frame, read by open()
         self._unreported = 0  # corrupt frames not yet passed to on_corrupt (set after open)
@@ -198,11 +204,17 @@ class MjpegStream:
             raise SourceError(f"{redact(self.uri)}: stream closed by the camera")
         self._buf += chunk
 
+    def _search(self, what: bytes, start: int, stop: int | None = None) -> int:
+        """The buffer's find(what, start, stop), counted in `scanned`."""
+        stop = len(self._buf) if stop is None else min(stop, len(self._buf))
+        self.scanned += max(0, stop - start)
+        return self._buf.find(what, start, stop)
+
     def _find(self, what: bytes, start: int, limit: int, looking_for: str) -> int:
         """Index of `what` at or after `start`, reading as needed, at most `limit` bytes on."""
         pos = start
         while True:
-            i = self._buf.find(what, pos, start + limit + len(what))
+            i = self._search(what, pos, start + limit + len(what))
             if i != -1:
                 return i
             if len(self._buf) - start > limit:
@@ -233,47 +245,54 @@ class MjpegStream:
         if length is not None and not 0 < length <= MAX_PART_BYTES:
             length = None
         if length is not None:
-            scanned = 0
+            searched = 0
             while len(self._buf) < length:
                 # The next boundary inside the declared length: the length is too long.
-                j = self._buf.find(self._delim, max(0, scanned - len(self._delim)))
+                j = self._search(self._delim, max(0, searched - len(self._delim)))
                 if j != -1:
                     return self._until(j, length)
-                scanned = len(self._buf)
+                searched = len(self._buf)
                 self._fill()
-            j = self._buf.find(self._delim, 0, length)
+            j = self._search(self._delim, max(0, searched - len(self._delim)), length)
             if j != -1:
                 return self._until(j, length)
-            if not self._buf.startswith(b"\xff\xd8") or _ends_jpeg(self._buf, length):
+            if not self._buf.startswith(b"\xff\xd8") or self._ends_jpeg(length):
                 body = bytes(self._buf[:length])
                 del self._buf[:length]
                 return body
             # A JPEG that does not end where its length says: the length is too short, or the
             # part is cut; the next boundary tells which.
         pos = 0
+        # Without a length, a complete JPEG at the end of what came is the whole part (no
+        # waiting for the next boundary, which comes only with the next frame).
+        jpeg_end = _JpegEnd() if length is None else None
         while True:
-            j = self._buf.find(self._delim, pos)
+            j = self._search(self._delim, pos)
             if j != -1:
                 return self._until(j, length)
-            # Without a length, a complete JPEG at the end of what came is the whole part (no
-            # waiting for the next boundary, which comes only with the next frame).
-            if length is None and self._buf.startswith(b"\xff\xd8") and _ends_jpeg(self._buf, len(self._buf)) \
-                    and jpeg_complete(self._buf):
-                body = bytes(self._buf)
-                del self._buf[:]
-                return body
+            if jpeg_end is not None:
+                self.scanned += jpeg_end.extend(self._buf)
+                if jpeg_end.whole:
+                    body = bytes(self._buf)
+                    del self._buf[:]
+                    return body
             if len(self._buf) > MAX_PART_BYTES:
                 raise SourceError(f"{redact(self.uri)}: a part over {MAX_PART_BYTES // 2**20} MB without a boundary")
             pos = max(0, len(self._buf) - len(self._delim) + 1)
             self._fill()
+
+    def _ends_jpeg(self, end: int) -> bool:
+        """Whether the buffer up to `end`, line ends and padding aside, ends with a JPEG's end marker."""
+        self.scanned += end
+        return self._buf[:end].rstrip(_PADDING).endswith(b"\xff\xd9")
 
     def _until(self, j: int, length: int | None) -> bytes:
         """The part up to the boundary at j (the buffer keeps the boundary)."""
         body = bytes(self._buf[:j])
         del self._buf[:j]
         body = body[:-2] if body.endswith(b"\r\n") else body[:-1] if body.endswith(b"\n") else body
-        if length is not None and length != len(body) and not self._said_length:
-            self._said_length = True
+        if length is not None and length != len(body) and "length" not in self.warned:
+            self.warned.add("length")
             log.warning("%s: a part's Content-Length says %d bytes but it has %d; read up to the next "
                         "boundary instead (said once)", redact(self.uri), length, len(body))
         return body
@@ -282,8 +301,8 @@ class MjpegStream:
         self.frames_corrupt += 1
         self._unreported += 1
         self._report_corrupt()
-        if not self._said_corrupt:
-            self._said_corrupt = True
+        if "corrupt" not in self.warned:
+            self.warned.add("corrupt")
             log.warning("%s: skipped a corrupt frame (%s); further ones are counted in frames_corrupt",
                         redact(self.uri), why)
 
@@ -366,11 +385,43 @@ class _Interrupted(Exception):
     pass
 
 
-def _ends_jpeg(buf: bytearray, end: int) -> bool:
-    """Whether buf[:end], line ends and padding aside, ends with a JPEG's end-of-image marker."""
-    while end > 2 and buf[end - 1] in b"\r\n\x00 ":
-        end -= 1
-    return buf[end - 2:end] == b"\xff\xd9"
+class _JpegEnd:
+    """Whether the bytes of a part received so far are one whole JPEG (line ends and padding
+    aside), as decode.jpeg_complete says, followed chunk by chunk: padding is looked for in the
+    new bytes only, and the walk over the JPEG's segments to its first scan goes on from the
+    segment where the previous walk ran out of bytes. A part of endless tiny segments or of
+    endless padding then costs its length once, not once per chunk."""
+
+    def __init__(self) -> None:
+        self.seen = 0  # bytes of the part looked at so far
+        self.end = 0  # just past the last byte that is not a line end or padding
+        self.walk_at = 2  # the segment the walk to the first scan goes on from; 0: no scan to find
+        self.sos = -1  # where the first scan starts, once the walk got there
+        self.whole = False
+
+    def extend(self, buf: bytearray) -> int:
+        """Take in the bytes added to `buf` since the last call; returns how many were examined."""
+        start, self.seen = self.seen, len(buf)
+        content = buf[start:].rstrip(_PADDING)
+        if content:
+            self.end = start + len(content)
+        examined = self.seen - start
+        if self.end < 4 or buf[self.end - 2:self.end] != b"\xff\xd9" or not buf.startswith(b"\xff\xd8"):
+            return examined
+        if self.sos < 0 and self.walk_at:
+            for marker, i in jpeg_segments(buf, self.walk_at):
+                examined += i - self.walk_at
+                self.walk_at = i
+                if marker == 0xDA:
+                    self.sos = i
+                elif marker == 0xD9 or i > MAX_HEADER_BYTES:
+                    # An end before any scan, or longer headers than a camera's frames have:
+                    # only the next boundary ends this part.
+                    self.walk_at = 0
+                    break
+        # The scan's header, entropy-coded data, then the end marker.
+        self.whole = self.sos >= 0 and self.end - self.sos > 4
+        return examined
 
 
 def _headers(lines: list[str]) -> dict[str, str]:
