@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from conftest import VTEST
@@ -17,8 +18,11 @@ from daemonproc import DaemonProcess
 from edgedetect import config
 from edgedetect.detect.model import DetectFilter
 from edgedetect.errors import ConfigError
+from edgedetect.frames import Frame
 from edgedetect.pipeline.builder import Pipeline, PipelineOptions
 from edgedetect.pipeline.camera import CameraSpec
+from edgedetect.pipeline.scheduler import Scheduler
+from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.sources.video import VideoFile
 from mjpegserver import MjpegCamera
 
@@ -200,3 +204,31 @@ def test_one_camera_config_is_today_and_overrides_apply(tmp_path: Path) -> None:
     again = tmp_path / "again.toml"
     again.write_text(config.to_toml(cfg))
     assert config.load(again).cameras == cfg.cameras
+
+
+class _Lane:
+    def __init__(self, scheduler: Scheduler, fps: float = 0.0):
+        self.slot: LatestSlot[Frame] = LatestSlot(on_put=scheduler.arrived)
+        self.min_interval_s = 1.0 / fps if fps else 0.0
+        self.served_t = 0.0
+        scheduler.add(self)
+
+
+def test_scheduler_serves_the_camera_waiting_longest_within_its_cap() -> None:
+    scheduler: Scheduler[_Lane] = Scheduler()
+    a, b, capped = _Lane(scheduler), _Lane(scheduler), _Lane(scheduler, fps=2.0)
+    img = np.zeros((4, 4, 3), np.uint8)
+    order = []
+    for i in range(9):  # every lane always has a new frame: the detector is the bottleneck
+        for lane in (a, b, capped):
+            lane.slot.put(Frame(i, 0.0, img))
+        got = scheduler.next(1.0)
+        assert got is not None
+        order.append({id(a): "a", id(b): "b", id(capped): "capped"}[id(got[0])])
+    # each lane once in turn at first; the capped one then waits its 0.5 s while a and b alternate
+    assert order[:3] == ["a", "b", "capped"] and order[3:] == ["a", "b"] * 3, order
+    a.slot.take(0), b.slot.take(0)
+    t0 = time.monotonic()
+    got = scheduler.next(2.0)  # a and b empty now: only the capped lane, once its interval has passed
+    assert got is not None and got[0] is capped and time.monotonic() - t0 >= 0.3
+    assert scheduler.next(0.05) is None  # nothing new anywhere
