@@ -115,6 +115,18 @@ def test_gating_on_still_clip_skips_and_motion_is_inferred():
         100 * (1 - g["on"]["cpu_percent"] / g["off"]["cpu_percent"]), abs=0.2)
 
 
+@pytest.mark.slow
+def test_several_cameras_share_the_detector():
+    r = bench.run_bench(source=str(VTEST), threads="1", cameras=3, cameras_seconds=3.0)
+    c = r["cameras"]
+    assert c["cameras"] == 3 and set(c["several"]["per_camera_fps"]) == {"cam1", "cam2", "cam3"}
+    assert sum(c["several"]["shares"].values()) == pytest.approx(1.0, abs=0.01)
+    assert c["share_spread"] == pytest.approx(max(abs(3 * v - 1) for v in c["several"]["shares"].values()), abs=0.002)
+    assert c["throughput_ratio"] == pytest.approx(c["several"]["fps"] / c["one"]["fps"], abs=0.002)
+    assert positive(c["latency_p50_invokes"]) and positive(c["paced"]["invoke_ms"])
+    assert set(c["one"]["per_camera_fps"]) == {"camera"}
+
+
 def test_threads_parsing():
     assert bench.parse_threads("auto") is None
     assert bench.parse_threads("2,1,2") == [1, 2]

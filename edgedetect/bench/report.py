@@ -59,15 +59,16 @@ def table(report: dict[str, Any]) -> str:
         return "\n".join(lines)
     if "cameras" in report:
         c = report["cameras"]
-        one, several = c["one"], c.get("several", c["one"])
+        one, several, paced = c["one"], c["several"], c["paced"]
         lines += [f"{c['cameras']} camera(s) sharing one detector ({c['threads']} threads, {c['seconds']:g} s each):",
-                  f"  one camera: {one['fps']:.1f} inferences/s, rss {one['rss_mb']} MB",
-                  f"  {c['cameras']} cameras: {several['fps']:.1f} inferences/s ({c['throughput_ratio']:.2f} of one), "
-                  f"per camera {several['per_camera_fps']}",
+                  f"  one camera, unpaced: {one['fps']:.1f} inferences/s, rss {one['rss_mb']} MB",
+                  f"  {c['cameras']} cameras, unpaced: {several['fps']:.1f} inferences/s ({c['throughput_ratio']:.2f} "
+                  f"of one), per camera {several['per_camera_fps']}",
                   f"  shares {several['shares']} (largest distance from 1/N: {100 * c['share_spread']:.1f}%)",
-                  f"  latency p50 {several['latency_ms'].get('p50', 0):.1f} ms = {c['latency_p50_invokes']} invokes "
-                  f"of {several['invoke_ms']:.1f} ms; rss {several['rss_mb']} MB, "
-                  f"{c['rss_per_added_camera_mb']} MB per added camera"]
+                  f"  at their own rate: {paced['fps']:.1f} inferences/s ({c['paced_load']:.2f} of the detector), "
+                  f"latency p50 {paced['latency_ms'].get('p50', 0):.1f} ms = {c['latency_p50_invokes']} invokes "
+                  f"of {paced['invoke_ms']:.1f} ms (unpaced: {c['latency_p50_invokes_unpaced']})",
+                  f"  rss {several['rss_mb']} MB, {c['rss_per_added_camera_mb']} MB per added camera"]
         return "\n".join(lines)
     head = f"{'threads':>7} {'raw fps':>8} {'naive fps':>9} {'pipe fps':>8} {'pipe/raw':>8} {'pipe/naive':>10} " \
            f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'invoke ms':>9} {'cpu %':>6}"
