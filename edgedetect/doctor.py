@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import errno
 import glob
 import grp
@@ -187,6 +188,15 @@ def _camera_kind(uri: str) -> str:
     return describe_uri(uri)
 
 
+def check_cameras(cfg: Any, env: Env) -> list[Check]:
+    """Each camera's source; with [cameras], each check is named after its camera."""
+    from edgedetect.config import camera_configs
+
+    if not getattr(cfg, "cameras", None):
+        return [check_camera(cfg, env)]
+    return [dataclasses.replace(check_camera(c, env), name=f"camera {name}") for name, c in camera_configs(cfg)]
+
+
 def check_camera(cfg: Any, env: Env) -> Check:
     uri = cfg.source.uri
     kind = _camera_kind(uri)
@@ -309,7 +319,10 @@ def check_cma(cfg: Any) -> Check:
 
     root = Path(getattr(cfg.stats, "procfs_root", "/proc"))
     cma = ProcfsReader(root).cma()
-    picam = _camera_kind(cfg.source.uri) == "picam"
+    from edgedetect.config import camera_configs
+
+    picam = any(_camera_kind(c.source.uri) == "picam" for _, c in camera_configs(cfg)) \
+        if getattr(cfg, "cameras", None) else _camera_kind(cfg.source.uri) == "picam"
     if cma is None:
         if picam:
             return Check("cma", False, f"no CmaTotal in {root / MEMINFO_FILE}: the Pi camera's buffers come from CMA",
@@ -400,7 +413,7 @@ def check_port(cfg: Any) -> Check:
 def run_checks(args: argparse.Namespace, env: Env | None = None) -> list[Check]:
     env = env or Env()
     cfg_check, cfg = check_config(args)
-    checks = [cfg_check, check_runtime(), check_model(cfg), *check_accelerator(cfg), check_camera(cfg, env),
+    checks = [cfg_check, check_runtime(), check_model(cfg), *check_accelerator(cfg), *check_cameras(cfg, env),
               check_groups(env), check_devices(env), check_arch(env), *check_sysfs(cfg), check_cma(cfg),
               check_storage(cfg), check_port(cfg)]
     return checks

@@ -9,9 +9,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import COCO_LABELS, DETECTOR
+from conftest import COCO_LABELS, DETECTOR, VTEST
 
-from edgedetect import doctor
+from edgedetect import config, doctor
 from edgedetect.cli import main
 from edgedetect.config import DetectConfig
 from edgedetect.detect.catalogue import Catalogue
@@ -163,3 +163,12 @@ def test_groups_for_a_user_outside_video() -> None:
     assert not check.ok
     assert check.line().startswith("FAIL groups: user nobody is not in video")
     assert "sudo usermod -aG video" in check.line() and check.line().endswith(" nobody, then log in again")
+
+
+def test_each_camera_is_checked_under_its_name(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(f'[cameras.hall]\nuri = "{VTEST}"\n[cameras.gone]\nuri = "{tmp_path / "missing.mp4"}"\n')
+    checks = doctor.check_cameras(config.load(path), doctor.Env(dev_root=tmp_path))
+    assert [c.line() for c in checks] == [
+        f"ok   camera hall: source '{VTEST}' is a video, not a local camera",
+        f"FAIL camera gone: {tmp_path / 'missing.mp4'}: source file not found -> set source.uri to an existing file"]
