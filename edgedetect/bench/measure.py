@@ -245,6 +245,20 @@ class PipelineRun:
         with self._count:
             return self._count.wait_for(lambda: self.count >= count, timeout)
 
+    def window(self, seconds: float) -> tuple[list[tuple[float, float, float, str]], float, float, float]:
+        """After the warm-up, `seconds` of running: (the rows published meanwhile, the seconds
+        they took, process CPU % and RSS MB at the end)."""
+        if not self.wait_published(WARMUP_FRAMES, START_TIMEOUT_S):
+            raise UserError("bench: the pipeline produced no frames (see the log)")
+        with self._lock:
+            skip = len(self.published)
+        cpu = CpuMeter()
+        t0 = clock.now()
+        self.stop_event.wait(seconds)
+        cpu_pct, wall, rss = cpu.percent(), clock.now() - t0, rss_mb()
+        with self._lock:
+            return self.published[skip:], wall, cpu_pct, rss
+
     def stop(self) -> None:
         self.stop_event.set()
         self.pipeline.stop()
@@ -287,19 +301,9 @@ def pipeline_paced(setup: Setup, model: Model, seconds: float) -> dict[str, Any]
     run = PipelineRun(setup, model, pace=True)
     run.start()
     try:
-        if not run.wait_published(WARMUP_FRAMES, START_TIMEOUT_S):
-            raise UserError("bench: the pipeline produced no frames (see the log)")
-        with run._lock:
-            skip = len(run.published)
-        cpu = CpuMeter()
-        t0 = clock.now()
-        run.stop_event.wait(seconds)
-        cpu_pct = cpu.percent()
-        wall = clock.now() - t0
+        rows, wall, cpu_pct, _ = run.window(seconds)
     finally:
         run.stop()
-    with run._lock:
-        rows = run.published[skip:]
     return {
         "fps": len(rows) / wall if wall > 0 else 0.0,
         "latency_ms": percentiles([r[1] for r in rows]),
@@ -494,18 +498,9 @@ def _cameras_run(setup: Setup, model: Model, n: int, seconds: float, pace: bool)
     run = PipelineRun(setup, model, pace=pace, viewer=False, cameras=n)
     run.start()
     try:
-        if not run.wait_published(WARMUP_FRAMES, START_TIMEOUT_S):
-            raise UserError("bench: the pipeline produced no frames (see the log)")
-        with run._lock:
-            skip = len(run.published)
-        t0 = clock.now()
-        run.stop_event.wait(seconds)
-        wall = clock.now() - t0
-        rss = rss_mb()
+        rows, wall, _, rss = run.window(seconds)
     finally:
         run.stop()
-    with run._lock:
-        rows = run.published[skip:]
     counts: dict[str, int] = {}
     for row in rows:
         counts[row[3]] = counts.get(row[3], 0) + 1
