@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from edgedetect.config import Config
+from edgedetect.config import Config, camera_configs
 from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.health import Progress
 
@@ -44,8 +44,9 @@ EXTENSIONS: tuple[Registration, ...] = (
     Registration("edgedetect.sinks.systemd", lambda c: True, ""),  # sd_notify READY/WATCHDOG/STATUS
     Registration("edgedetect.sinks.display", lambda c: c.display.mode != "none",
                  "picamera2 (apt install python3-picamera2)"),
-    # one tracker for MQTT events and the event store ([record])
-    Registration("edgedetect.sinks.events", lambda c: c.mqtt.enabled or c.record.enabled,
+    # a tracker per camera for MQTT events and the event store ([record], or a camera's own)
+    Registration("edgedetect.sinks.events",
+                 lambda c: c.mqtt.enabled or any(cc.record.enabled for _, cc in camera_configs(c)),
                  "paho-mqtt (pip install 'paho-mqtt>=2')"),
     Registration("edgedetect.sinks.zones", lambda c: c.http.enabled, ""),  # /api/zones: the viewer's overlay
     Registration("edgedetect.sinks.metrics", lambda c: c.http.enabled,

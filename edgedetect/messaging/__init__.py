@@ -15,4 +15,8 @@ Topics, under BASE = `{prefix}/{device}`:
                             box drawn (retained)
     BASE/stats              the /api/stats figures as JSON, every stats interval (retained)
     DISCOVERY/sensor|binary_sensor/edgedetect_DEVICE/*/config   Home Assistant discovery
+
+With [cameras] there is still one connection, availability and stats topic; each camera's
+events, counts, zone counts and snapshots go under BASE/CAMERA instead of BASE, and its sensors
+belong to a Home Assistant device of its own, edgedetect_DEVICE_CAMERA, via the daemon's.
 """

@@ -1,17 +1,22 @@
-"""Home Assistant MQTT discovery: one device, a sensor per label, and the daemon's figures."""
+"""Home Assistant MQTT discovery: the daemon's device with its figures, and a sensor per label
+and per zone and label on the camera's device (the daemon's own with one camera; with [cameras],
+one device per camera, connected through the daemon's)."""
 
 from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
 from edgedetect import __version__
-from edgedetect.config import Config
+from edgedetect.config import Config, camera_configs
 from edgedetect.messaging.topics import OFFLINE, ONLINE, Topics, slug
 
 
 def _device_block(topics: Topics, device: str, model: str) -> dict[str, Any]:
-    return {"identifiers": [topics.node], "name": device, "manufacturer": "edgedetect",
-            "model": model or "edgedetect", "sw_version": __version__}
+    block = {"identifiers": [topics.node], "name": f"{device} {topics.camera}" if topics.camera else device,
+             "manufacturer": "edgedetect", "model": model or "edgedetect", "sw_version": __version__}
+    if topics.camera:
+        block["via_device"] = topics.host_node
+    return block
 
 
 def unique_id(topics: Topics, object_id: str) -> str:
@@ -104,13 +109,17 @@ def zone_discovery(topics: Topics, device: str, model: str, zone: str, label: st
 def name_clash(cfg: Config, topics: Topics, model_labels: Iterable[str]) -> str | None:
     """Two names that would be published under one topic or one Home Assistant id, as one
     line naming both; None when each has its own. The labels are [mqtt] labels, or all of the
-    model's; each zone counts its own labels, or those."""
+    model's; each zone counts its own labels, or those. With [cameras], every camera's topics
+    and ids (under its own name) are checked together."""
     labels = list(dict.fromkeys(cfg.mqtt.labels or model_labels))
     owner: dict[str, str] = {}
-    for who, what, key in _claims(topics, labels, [(z.name, z.labels or labels) for z in cfg.zones]):
-        first = owner.setdefault(key, who)
-        if first != who:
-            return f"{first} and {who} would both be {what} {key}"
+    for name, cam_cfg in camera_configs(cfg):
+        cam_topics, whose = (topics.for_camera(name), f"camera {name!r} ") if cfg.cameras else (topics, "")
+        zones = [(z.name, z.labels or labels) for z in cam_cfg.zones]
+        for who, what, key in _claims(cam_topics, labels, zones):
+            first = owner.setdefault(key, whose + who)
+            if first != whose + who:
+                return f"{first} and {whose + who} would both be {what} {key}"
     return None
 
 

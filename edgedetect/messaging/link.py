@@ -25,7 +25,8 @@ RECONNECT_MAX_S = 30
 
 @dataclass
 class Figures:
-    """What the events extension adds to /api/stats under "mqtt"."""
+    """The connection's and the events' figures under "mqtt" in /api/stats (the publisher adds the
+    live objects and zone counts of its cameras)."""
 
     connected: bool = False
     connects: int = 0
@@ -36,8 +37,6 @@ class Figures:
     events_ended: int = 0
     started_by_label: dict[str, int] = field(default_factory=dict)
     ended_by_label: dict[str, int] = field(default_factory=dict)
-    live: dict[str, int] = field(default_factory=dict)
-    zones: dict[str, int] = field(default_factory=dict)  # "zone/label" -> live objects standing in it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,8 +49,6 @@ class Figures:
             "events_ended": self.events_ended,
             "events_started_by_label": dict(self.started_by_label),
             "events_ended_by_label": dict(self.ended_by_label),
-            "objects": dict(self.live),
-            "zones": dict(self.zones),
         }
 
 

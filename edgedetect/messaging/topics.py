@@ -1,4 +1,5 @@
-"""MQTT topic names under {prefix}/{device}, and the checks on them."""
+"""MQTT topic names under {prefix}/{device} (and {prefix}/{device}/{camera} with [cameras]), and
+the checks on them."""
 
 from __future__ import annotations
 
@@ -32,20 +33,33 @@ def slug(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Topics:
+    """The topics of the one camera under {prefix}/{device}, or, with `camera` set ([cameras]),
+    those of that camera under {prefix}/{device}/{camera}; availability and stats are the
+    daemon's, under {prefix}/{device}, either way."""
+
     prefix: str
     device: str
     discovery_prefix: str
-    base: str = field(init=False)  # {prefix}/{device}
+    camera: str = ""
+    base: str = field(init=False)  # where events, counts, zone counts and snapshots go
     availability: str = field(init=False)
     events: str = field(init=False)
     stats: str = field(init=False)
-    node: str = field(init=False)  # the Home Assistant device id
+    node: str = field(init=False)  # the Home Assistant device id (the camera's, with `camera`)
+    host_node: str = field(init=False)  # the Home Assistant device id of the daemon
 
     def __post_init__(self) -> None:
-        base = f"{self.prefix}/{self.device}"
-        for name, value in (("base", base), ("availability", f"{base}/availability"), ("events", f"{base}/events"),
-                            ("stats", f"{base}/stats"), ("node", f"edgedetect_{slug(self.device)}")):
+        daemon = f"{self.prefix}/{self.device}"
+        host_node = f"edgedetect_{slug(self.device)}"
+        base = f"{daemon}/{slug(self.camera)}" if self.camera else daemon
+        node = f"{host_node}_{slug(self.camera)}" if self.camera else host_node
+        for name, value in (("base", base), ("availability", f"{daemon}/availability"), ("events", f"{base}/events"),
+                            ("stats", f"{daemon}/stats"), ("node", node), ("host_node", host_node)):
             object.__setattr__(self, name, value)
+
+    def for_camera(self, camera: str) -> "Topics":
+        """The topics of one of several cameras ([cameras.NAME])."""
+        return Topics(self.prefix, self.device, self.discovery_prefix, camera)
 
     def count(self, label: str) -> str:
         return f"{self.base}/count/{slug(label)}"

@@ -1,16 +1,21 @@
-"""The events extension: one tracker per daemon, whose events go to the store first, then MQTT.
+"""The events extension: a tracker per camera, whose events go to the store first, then MQTT.
 
-    inference thread ──▶ listener ──▶ bounded queue ──▶ events thread: tracking (follow.py),
-    stats thread ─────▶ listener ──▶ latest stats ──┘     then storage (record.py), then
-                                                          messaging (publisher.py) ──▶ broker
+    inference thread ──▶ listener ──▶ bounded queue ──▶ events thread: tracking (follow.py, the
+    stats thread ─────▶ listener ──▶ latest stats ──┘     result's camera's), then storage
+                                                          (record.py), then messaging
+                                                          (publisher.py) ──▶ broker
 
 The inference thread only appends to a bounded queue (a full queue drops the frame for the
-tracker and counts it). Everything else runs in the events thread.
+tracker and counts it). Everything else runs in the events thread. Each camera has its own
+Follower (its zones, masks and labels); their event numbers come from one counter, so that
+event ids are unique in the daemon whatever camera an event is of.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import logging
 import queue
 import threading
@@ -20,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgedetect import clock
-from edgedetect.config import Config
+from edgedetect.config import Config, camera_configs
 from edgedetect.extensions import Hooks
 from edgedetect.messaging.discovery import name_clash
 from edgedetect.messaging.link import MqttLink
@@ -29,6 +34,7 @@ from edgedetect.messaging.topics import Topics, check_config
 from edgedetect.naming import device_name
 from edgedetect.frames import Result
 from edgedetect.pipeline.stage import StageThread
+from edgedetect.storage import record
 from edgedetect.storage.record import Recording
 from edgedetect.tracking.events import ObjectEvent
 from edgedetect.tracking.follow import Follower
@@ -44,6 +50,7 @@ QUEUE_FRAMES = 16  # results waiting for the events thread; each holds a referen
 class _Item:
     """A result as the events thread needs it; created in microseconds in the inference thread."""
 
+    camera: str
     index: int
     t: float
     image: np.ndarray
@@ -51,7 +58,8 @@ class _Item:
 
 
 def tracked_labels(cfg: Config) -> frozenset[str]:
-    """Labels the one tracker follows: what MQTT wants and what [record] wants (empty: all)."""
+    """Labels a camera's tracker follows (`cfg` is that camera's): what MQTT wants and what
+    [record] wants (empty: all)."""
     wanted = [list(c.labels) for c in (cfg.mqtt, cfg.record) if c.enabled]
     if not wanted or any(not w for w in wanted):
         return frozenset()
@@ -67,9 +75,15 @@ class EventsExtension(StageThread):
         super().__init__("events")
         mc = cfg.mqtt
         self.recording = recording
-        self.follower = Follower(TrackerConfig(tracked_labels(cfg), mc.min_frames, mc.max_missing, mc.iou),
-                                 Scene.from_config(cfg), recording.wants if recording is not None else None)
-        self.mqtt = EventPublisher(cfg, device, model_name, stats_snapshot, self.follower) if mc.enabled else None
+        numbers = itertools.count(1)
+        self.followers = {
+            name: Follower(TrackerConfig(tracked_labels(cam_cfg), mc.min_frames, mc.max_missing, mc.iou),
+                           Scene.from_config(cam_cfg),
+                           functools.partial(recording.wants, name) if recording is not None else None, name, numbers)
+            for name, cam_cfg in camera_configs(cfg) if mc.enabled or cam_cfg.record.enabled}
+        # Without [cameras] every result is the one camera's, whatever name its frame carries.
+        self._only = next(iter(self.followers.values())) if not cfg.cameras else None
+        self.mqtt = EventPublisher(cfg, device, model_name, stats_snapshot, self.followers) if mc.enabled else None
         self._queue: queue.Queue[_Item] = queue.Queue(QUEUE_FRAMES)
         self._stats_lock = threading.Lock()
         self._pending_stats: dict[str, Any] | None = None
@@ -91,8 +105,8 @@ class EventsExtension(StageThread):
         if result.held:
             return
         try:
-            self._queue.put_nowait(_Item(result.frame.index, result.frame.t_capture, result.frame.image,
-                                         result.detections))
+            self._queue.put_nowait(_Item(result.camera, result.frame.index, result.frame.t_capture,
+                                         result.frame.image, result.detections))
         except queue.Full:
             if self.mqtt is not None:
                 self.mqtt.frame_dropped()
@@ -138,9 +152,9 @@ class EventsExtension(StageThread):
                     item = None
                 if self.mqtt is not None:
                     self.mqtt.resync_if_reconnected()
-                if item is not None:
-                    events = self.follower.feed(item.index, item.t, item.image, item.detections)
-                    self._deliver(events)
+                follower = None if item is None else self.followers.get(item.camera, self._only)
+                if item is not None and follower is not None:
+                    self._deliver(follower, follower.feed(item.index, item.t, item.image, item.detections))
                 elif (self._source_ended_at is not None and not self._ended_flushed
                       and clock.now() - self._source_ended_at >= 0.5):  # the last results are in
                     self._ended_flushed = True
@@ -156,19 +170,21 @@ class EventsExtension(StageThread):
         finally:
             self._shutdown()
 
-    def _deliver(self, events: list[ObjectEvent], flushed: bool = False) -> None:
-        """Each event to the store first (its snapshot on disk), then to MQTT; then the counts."""
+    def _deliver(self, follower: Follower, events: list[ObjectEvent], flushed: bool = False) -> None:
+        """Each event of one camera to the store first (its snapshot on disk), then to MQTT; then
+        that camera's counts."""
         for ev in events:
             stored: dict[str, Any] = {}
-            if self.recording is not None and self.recording.wants(ev.label):
+            if self.recording is not None and self.recording.wants(ev.camera, ev.label):
                 stored = self.recording.event(ev)
             if self.mqtt is not None and self.mqtt.wants(ev.label):
                 self.mqtt.event(ev, stored)
         if self.mqtt is not None:
-            self.mqtt.counts(changed=flushed or bool(events))
+            self.mqtt.counts(follower.camera, changed=flushed or bool(events))
 
     def _end_all(self) -> None:
-        self._deliver(self.follower.flush(), flushed=True)
+        for follower in self.followers.values():
+            self._deliver(follower, follower.flush(), flushed=True)
 
     def _shutdown(self) -> None:
         try:
@@ -181,7 +197,7 @@ class EventsExtension(StageThread):
 
 
 def attach(hooks: Hooks) -> EventsExtension | None:
-    """With [mqtt] enabled, [record] enabled, or both: one tracker for both."""
+    """With [mqtt] enabled, [record] enabled (for some camera), or both: a tracker per camera for both."""
     cfg = hooks.cfg
     device = device_name(cfg)
     if cfg.mqtt.enabled:
@@ -190,9 +206,9 @@ def attach(hooks: Hooks) -> EventsExtension | None:
         if clash:  # found with the model's labels, after the config was accepted: detection goes on
             log.error("mqtt: %s; expected a topic and an id of its own for each; MQTT stays off", clash)
             cfg = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, enabled=False))
-            if not cfg.record.enabled:
+            if not record.wanted(cfg):
                 return None
-    recording = Recording(cfg) if cfg.record.enabled else None
+    recording = Recording(cfg) if record.wanted(cfg) else None
     ext = EventsExtension(cfg, device, hooks.figures, hooks.model_name, recording)
     if cfg.mqtt.enabled:
         hooks.add_figures("mqtt", ext.stats)

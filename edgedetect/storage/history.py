@@ -1,7 +1,7 @@
 """The event history over HTTP, on the viewer's server and under its token rules:
 
     GET    /events                          the page (static/events.html)
-    GET    /api/events?label=&zone=&since=&until=&limit=    JSON, newest first
+    GET    /api/events?camera=&label=&zone=&since=&until=&limit=    JSON, newest first
     GET    /api/events/<id>                 one event
     DELETE /api/events/<id>                 delete it (its files and its row)
     GET    /events/<id>/snapshot.jpg        the best frame, boxes drawn
@@ -11,8 +11,9 @@
 No request names a file: the path gives an event id, checked against the id pattern and looked
 up in the index, and one of three fixed file names; anything else is a 404 before the disk is
 touched, and a file is opened without following links. `since` and `until` are wall-clock
-seconds since the epoch. While the store cannot be used, the lists are empty and `record.reason`
-says why.
+seconds since the epoch. The list names the cameras, zones and labels to filter by (the zones
+and labels of every camera). While the store cannot be used, the lists are empty and
+`record.reason` says why.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 from importlib import resources
 from typing import Any, Callable
 
-from edgedetect.config import Config
+from edgedetect.config import Config, camera_configs
 from edgedetect.storage.ondisk import CLIP, CROP, ID_RE, SNAPSHOT
 from edgedetect.storage.store import EventStore, event_json
 from edgedetect.routes import Request, Response
@@ -46,6 +47,10 @@ class History:
         self.stats = stats
         self.cfg = cfg
         self.page = resources.files("edgedetect.storage").joinpath("static/events.html").read_bytes()
+        cameras = camera_configs(cfg)
+        self.cameras = [name for name, _ in cameras]
+        self.zones = list(dict.fromkeys(z.name for _, c in cameras for z in c.zones))
+        self.labels = sorted({label for _, c in cameras if c.record.enabled for label in c.record.labels})
 
     def register(self, add_route: Callable[..., None]) -> None:
         add_route("/events", self.events_page)
@@ -71,13 +76,15 @@ class History:
         if any(v is not None and not math.isfinite(v) for v in (since, until)):
             return _error(400, "since, until: expected finite numbers")
         store = self.store()
-        events = store.query(q.get("label") or None, q.get("zone") or None, since, until, limit) if store else []
+        events = store.query(q.get("label") or None, q.get("zone") or None, since, until, limit,
+                             camera=q.get("camera") or None) if store else []
         return _json(200, {
             "events": [event_json(e) for e in events],
             "count": len(events),
             "total": store.count() if store else 0,
-            "zones": [z.name for z in self.cfg.zones],
-            "labels": sorted(self.cfg.record.labels),
+            "cameras": self.cameras,
+            "zones": self.zones,
+            "labels": self.labels,
             "record": self.stats(),
         })
 

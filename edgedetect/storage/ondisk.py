@@ -194,7 +194,7 @@ def remove_own(root: Path, event_id: str, names: frozenset[str] = OWN | TEMPORAR
 # --- event.json ---------------------------------------------------------------------------------
 
 META_KEYS = ("id", "seq", "label", "score", "start", "last", "end", "frames", "box", "zones", "clip_start",
-             "clip_end")
+             "clip_end", "camera")
 
 
 def meta_bytes(row: dict[str, Any]) -> bytes:
@@ -209,7 +209,7 @@ def _number(v: Any, optional: bool = False) -> bool:
 
 def read_meta(root: Path, event_id: str) -> dict[str, Any] | None:
     """The event's figures from its event.json, or None if it is missing, a link, too large or
-    not what the store writes."""
+    not what the store writes. An event.json without "camera" is read with camera ""."""
     try:
         with open_regular(root, event_id, META) as f:
             raw = f.read(META_MAX_BYTES + 1)
@@ -226,5 +226,7 @@ def read_meta(root: Path, event_id: str) -> dict[str, Any] | None:
           and all(_number(m.get(k), optional=True) for k in ("end", "clip_start", "clip_end"))
           and isinstance(m.get("frames"), int) and isinstance(m.get("box"), list) and len(m["box"]) in (0, 4)
           and all(_number(v) for v in m["box"]) and isinstance(m.get("zones"), list)
-          and all(isinstance(z, str) for z in m["zones"]))
+          and all(isinstance(z, str) for z in m["zones"]) and isinstance(m.get("camera", ""), str))
+    if ok:
+        m.setdefault("camera", "")
     return m if ok else None

@@ -5,7 +5,7 @@ whose label [record] wants, it calls this module BEFORE it publishes the MQTT me
 snapshot a message refers to is on disk (renamed into place, fsync'ed) when the message leaves.
 
     start   the best-scoring frame so far: snapshot.jpg (whole frame, boxes drawn) and crop.jpg,
-            then the index row; the clip recorder begins the event's clip
+            then the index row; the clip recorder of the event's camera begins its clip
     update  new pictures only when the best score rose; figures in the index
     end     the end time; the clip runs post_s more, then the recorder hands it to the store
 
@@ -15,6 +15,9 @@ when there is room again; events that start meanwhile are counted, not kept. A f
 cannot use (it holds files edgedetect did not make, or it cannot be created) and writes that fail
 for any other reason (a read-only or vanished drive) pause it the same way: one warning with the
 reason, shown in stats and on /events, and attempts again at growing intervals until one works.
+
+With [cameras] the store is shared and each camera has its own part of [record] (enabled,
+labels, clips, pre_s, post_s, max_clip_s) and its own clip recorder, fed only its own frames.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any, Sequence
 import cv2
 
 from edgedetect import clock
-from edgedetect.config import Config
+from edgedetect.config import Config, RecordConfig, camera_configs
 from edgedetect.pipeline.annotate import draw_result
 from edgedetect.frames import Frame, Result
 from edgedetect.storage import recorder as clips
@@ -77,23 +80,32 @@ class _Live:
     written_score: float  # score of the pictures on disk
 
 
+@dataclass(frozen=True)
+class _Camera:
+    """What [record] keeps of one camera."""
+
+    enabled: bool
+    labels: frozenset[str]  # empty: all
+    recorder: clips.ClipRecorder | None  # None: no clips of this camera
+
+
+def wanted(cfg: Config) -> bool:
+    """Some camera keeps its events ([record] enabled, or enabled for one of [cameras])."""
+    return any(c.record.enabled for _, c in camera_configs(cfg))
+
+
 class Recording:
     def __init__(self, cfg: Config):
-        rc = cfg.record
+        rc = cfg.record  # the store's settings (dir, max_mb, max_days, min_free_mb) are shared
         self.rc = rc
-        self.labels = frozenset(rc.labels)
         self.root = Path(rc.dir).expanduser()
         self._jpeg = [int(cv2.IMWRITE_JPEG_QUALITY), int(cfg.http.jpeg_quality)]
         self.min_free = rc.min_free_mb * 1e6
-        self.recorder: clips.ClipRecorder | None = None
-        self.clips_off = "" if rc.clips else "record.clips = false"
-        if rc.clips:
-            why = clips.available()
-            if why:
-                self.clips_off = why
-                log.warning("record: clips off: %s; snapshots and the index go on", why)
-            else:
-                self.recorder = clips.ClipRecorder(rc.pre_s, rc.post_s, rc.max_clip_s, self._clip_done)
+        cameras = camera_configs(cfg)
+        why = clips.available() if any(c.record.enabled and c.record.clips for _, c in cameras) else None
+        if why:
+            log.warning("record: clips off: %s; snapshots and the index go on", why)
+        self.cameras = {name: self._camera(name, c.record, why is None) for name, c in cameras}
         self._lock = threading.Lock()
         self._live: dict[str, _Live] = {}
         self.paused = False  # for want of space
@@ -168,27 +180,45 @@ class Recording:
 
     # --- wiring -------------------------------------------------------------------------------
 
+    def _camera(self, name: str, rc: RecordConfig, clips_work: bool) -> _Camera:
+        recorder = None
+        if rc.enabled and rc.clips and clips_work:
+            recorder = clips.ClipRecorder(rc.pre_s, rc.post_s, rc.max_clip_s, self._clip_done, name=f"recorder {name}")
+        return _Camera(rc.enabled, frozenset(rc.labels), recorder)
+
+    @property
+    def recorders(self) -> list[clips.ClipRecorder]:
+        return [c.recorder for c in self.cameras.values() if c.recorder is not None]
+
     def attach(self, hooks: Any) -> None:
-        if self.recorder is not None:
-            hooks.on_frame(self.recorder.on_frame)
+        if self.recorders:
+            hooks.on_frame(self.on_frame)
         hooks.add_figures("record", self.stats)
         History(lambda: self.store, self.stats, hooks.cfg).register(hooks.add_route)
 
-    def wants(self, label: str) -> bool:
-        return not self.labels or label in self.labels
+    def on_frame(self, frame: Frame) -> None:
+        """Capture threads: each frame to the pre-roll of its own camera."""
+        cam = self.cameras.get(frame.camera)
+        if cam is not None and cam.recorder is not None:
+            cam.recorder.on_frame(frame)
+
+    def wants(self, camera: str, label: str) -> bool:
+        cam = self.cameras.get(camera)
+        return cam is not None and cam.enabled and (not cam.labels or label in cam.labels)
 
     def start(self) -> None:
-        if self.recorder is not None:
-            self.recorder.start()
+        for recorder in self.recorders:
+            recorder.start()
 
     def stop(self) -> None:
         """From the events thread once its last events are handled."""
-        if self.recorder is not None:
-            self.recorder.stop()
+        for recorder in self.recorders:
+            recorder.stop()
 
     def join(self, timeout: float | None = None) -> None:
-        if self.recorder is not None:
-            self.recorder.join(timeout)
+        deadline = None if timeout is None else clock.now() + timeout
+        for recorder in self.recorders:
+            recorder.join(None if deadline is None else max(0.05, deadline - clock.now()))
 
     def stats(self) -> dict[str, Any]:
         """Under "record" in /api/stats and the log line: few keys, flat."""
@@ -202,8 +232,9 @@ class Recording:
                 "mb_written": round(self.bytes_written / 1e6, 2),
                 "deleted": self.store.deleted if self.store is not None else 0,
             }
-        if self.recorder is not None:
-            out.update(self.recorder.stats())
+        recorders = self.recorders
+        if recorders:
+            out.update(clips.merged_stats(recorders))
         return out
 
     # --- space ------------------------------------------------------------------------------------
@@ -282,7 +313,7 @@ class Recording:
         now = clock.now()
         try:
             if ev.kind == "start":
-                return self._start(ev, event_id, zones, best, now)
+                return self._start(ev, event_id, zones, best, now, oe.camera)
             live = self._live.get(event_id)
             if live is None or self.store is None or self.fault:
                 return {}
@@ -303,8 +334,9 @@ class Recording:
             if ev.kind == "end":
                 with self._lock:
                     self._live.pop(event_id, None)
-                if self.recorder is not None and ev.end_t is not None:
-                    self.recorder.end(event_id, ev.end_t)
+                recorder = self._recorder(oe.camera)
+                if recorder is not None and ev.end_t is not None:
+                    recorder.end(event_id, ev.end_t)
                 self._retention()
             return {"snapshot": f"/events/{event_id}/snapshot.jpg"} if kept else {}
         except StorageFull as e:
@@ -319,8 +351,12 @@ class Recording:
             log.exception("record: event %s not kept", event_id)
             return {}
 
+    def _recorder(self, camera: str) -> clips.ClipRecorder | None:
+        cam = self.cameras.get(camera)
+        return cam.recorder if cam is not None else None
+
     def _start(self, ev: TrackEvent, event_id: str, zones: Sequence[str], best: Sighting | None,
-               now: float) -> dict[str, Any]:
+               now: float, camera: str) -> dict[str, Any]:
         if best is None or self.store is None or not self._space_ok(now):
             with self._lock:
                 self.skipped += 1
@@ -329,7 +365,7 @@ class Recording:
         start = float(event_id.split("-", 1)[0])
         try:
             self.store.begin(event_id, ev.seq, ev.label, ev.top_score, start, wall(ev.last_t), ev.top_box, zones,
-                             snapshot, crop, ev.frames)
+                             snapshot, crop, ev.frames, camera)
         except StorageFull as e:
             with self._lock:
                 self.skipped += 1
@@ -339,8 +375,9 @@ class Recording:
         with self._lock:
             self._live[event_id] = _Live(best.score)
             self.stored += 1
-        if self.recorder is not None:
-            self.recorder.begin(event_id, ev.start_t, self.store.clip_tmp(event_id))
+        recorder = self._recorder(camera)
+        if recorder is not None:
+            recorder.begin(event_id, ev.start_t, self.store.clip_tmp(event_id))
         return {"snapshot": f"/events/{event_id}/snapshot.jpg"}
 
     def _count_bytes(self, n: int) -> None:

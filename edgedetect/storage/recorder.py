@@ -24,6 +24,7 @@ into place and lists it; a write error (a full disk) abandons that clip and remo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -104,6 +105,12 @@ class RecorderFigures:
     open_clips: int = 0
     encoder: str = ""
 
+    def add(self, other: "RecorderFigures") -> None:
+        """`other`'s counts added to these (the figures of several cameras' recorders as one)."""
+        for f in ("frames_encoded", "frames_dropped", "encode_ms_total", "clips_written", "clips_failed",
+                  "preroll_bytes", "open_clips"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+
     def as_dict(self) -> dict[str, Any]:
         return {"clips_written": self.clips_written, "clips_failed": self.clips_failed,
                 "encode_ms_mean": round(self.encode_ms_total / self.frames_encoded, 2) if self.frames_encoded else None,
@@ -111,14 +118,24 @@ class RecorderFigures:
                 "open_clips": self.open_clips}
 
 
+def merged_stats(recorders: list["ClipRecorder"]) -> dict[str, Any]:
+    """The figures of several recorders (one per camera) as one set, as `stats()` gives them."""
+    total = recorders[0].current()
+    for r in recorders[1:]:
+        total.add(r.current())
+    return total.as_dict()
+
+
 # on_done(event_id, path or None (failed), clip start t, clip end t, error or None)
 Done = Callable[[str, Path | None, float, float, BaseException | None], None]
 
 
 class ClipRecorder(StageThread):
+    """One camera's pre-roll and clips."""
+
     def __init__(self, pre_s: float, post_s: float, max_clip_s: float, on_done: Done,
-                 max_preroll_bytes: int = PREROLL_MAX_BYTES):
-        super().__init__("recorder")
+                 max_preroll_bytes: int = PREROLL_MAX_BYTES, name: str = "recorder"):
+        super().__init__(name)
         self.pre_s, self.post_s, self.max_clip_s = pre_s, post_s, max_clip_s
         self._on_done = on_done
         self._max_bytes = max_preroll_bytes
@@ -156,9 +173,13 @@ class ClipRecorder(StageThread):
         self._cmds.put(("end", (event_id, end_t)))
 
     def stats(self) -> dict[str, Any]:
+        return self.current().as_dict()
+
+    def current(self) -> RecorderFigures:
+        """A copy of the figures as they are now."""
         with self._lock:
             self.figures.open_clips = len(self._clips)
-            return self.figures.as_dict()
+            return dataclasses.replace(self.figures)
 
     # --- the recorder thread -----------------------------------------------------------------------
 

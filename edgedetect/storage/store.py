@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS events (
     snapshot_bytes INTEGER NOT NULL DEFAULT 0,
     clip_bytes INTEGER NOT NULL DEFAULT 0,
     clip_start REAL,
-    clip_end REAL
+    clip_end REAL,
+    camera TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_start ON events (start);
 CREATE TABLE IF NOT EXISTS event_zones (
@@ -66,6 +67,8 @@ CREATE TABLE IF NOT EXISTS event_zones (
     PRIMARY KEY (id, zone)
 ) WITHOUT ROWID;
 """
+# Columns added, with ALTER TABLE, to an index that lacks them when it is opened.
+ADDED_COLUMNS = (("camera", "TEXT NOT NULL DEFAULT ''"),)
 CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
 
 
@@ -116,6 +119,7 @@ class Stored:
     clip_bytes: int
     clip_start: float | None
     clip_end: float | None
+    camera: str = ""  # the camera that saw it ("" when its event.json names none)
 
     @property
     def bytes(self) -> int:
@@ -150,6 +154,10 @@ class EventStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             db.executescript(SCHEMA)
+            have = {r["name"] for r in db.execute("PRAGMA table_info(events)")}
+            for column, declaration in ADDED_COLUMNS:
+                if column not in have:
+                    db.execute(f"ALTER TABLE events ADD COLUMN {column} {declaration}")
             problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
             if problem != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {' '.join(problem.split())}")
@@ -204,13 +212,15 @@ class EventStore:
     # --- writing (events thread, recorder thread) ---------------------------------------------
 
     def begin(self, event_id: str, seq: int, label: str, score: float, start: float, last: float,
-              box: Iterable[float], zones: Iterable[str], snapshot: bytes, crop: bytes, frames: int = 0) -> None:
+              box: Iterable[float], zones: Iterable[str], snapshot: bytes, crop: bytes, frames: int = 0,
+              camera: str = "") -> None:
         """A new event: its pictures first, then its event.json, then its row. A failure leaves
         none of them; if the index is found damaged meanwhile, the rebuilt index lists the event."""
         folder = self.folder(event_id)
         box, zones = [round(v, 4) for v in box], sorted(set(zones))
         row = {"id": event_id, "seq": seq, "label": label, "score": score, "start": start, "last": last,
-               "end": None, "frames": frames, "box": box, "zones": zones, "clip_start": None, "clip_end": None}
+               "end": None, "frames": frames, "box": box, "zones": zones, "clip_start": None, "clip_end": None,
+               "camera": camera}
         try:
             folder.mkdir(exist_ok=True)
             write_atomic(folder / SNAPSHOT, snapshot)
@@ -219,9 +229,10 @@ class EventStore:
 
             def insert() -> None:
                 self._db.execute(
-                    'INSERT OR REPLACE INTO events (id, seq, label, score, start, last, frames, box, snapshot_bytes) '
-                    'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                    (event_id, seq, label, score, start, last, frames, _box_json(box), len(snapshot) + len(crop)))
+                    'INSERT OR REPLACE INTO events (id, seq, label, score, start, last, frames, box, snapshot_bytes, '
+                    'camera) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                    (event_id, seq, label, score, start, last, frames, _box_json(box), len(snapshot) + len(crop),
+                     camera))
                 self._set_zones(event_id, zones)
 
             self._commit(insert)
@@ -340,13 +351,16 @@ class EventStore:
     def _row(self, r: sqlite3.Row, zones: list[str]) -> Stored:
         return Stored(r["id"], r["seq"], r["label"], r["score"], r["start"], r["last"], r["end"], r["frames"],
                       json.loads(r["box"]), zones, r["snapshot_bytes"], r["clip_bytes"], r["clip_start"],
-                      r["clip_end"])
+                      r["clip_end"], r["camera"])
 
     @_once_more_if_rebuilt
     def query(self, label: str | None = None, zone: str | None = None, since: float | None = None,
-              until: float | None = None, limit: int = 100) -> list[Stored]:
+              until: float | None = None, limit: int = 100, camera: str | None = None) -> list[Stored]:
         """Events, newest first."""
         where, args = [], []
+        if camera:
+            where.append("camera = ?")
+            args.append(camera)
         if label:
             where.append("label = ?")
             args.append(label)
@@ -521,9 +535,9 @@ class EventStore:
         end = m["end"] if m["end"] is not None else m["last"]
         self._db.execute(
             'INSERT INTO events (id, seq, label, score, start, last, "end", frames, box, snapshot_bytes, clip_bytes, '
-            'clip_start, clip_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            'clip_start, clip_end, camera) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
             (m["id"], m["seq"], m["label"], m["score"], m["start"], m["last"], end, m["frames"],
-             _box_json(m["box"]), snap, have.get(CLIP, 0), m["clip_start"], m["clip_end"]))
+             _box_json(m["box"]), snap, have.get(CLIP, 0), m["clip_start"], m["clip_end"], m["camera"]))
         self._set_zones(m["id"], m["zones"])
 
 
@@ -532,6 +546,7 @@ def event_json(ev: Stored, base: str = "") -> dict[str, Any]:
     return {
         "id": ev.id,
         "seq": ev.seq,
+        "camera": ev.camera,
         "label": ev.label,
         "score": round(ev.score, 4),
         "start": ev.start,

@@ -34,6 +34,7 @@ class ObjectEvent:
     zones: tuple[str, ...]  # the zones its object has entered so far, sorted
     best: Sighting | None  # only for the labels a consumer asked best sightings for
     image: np.ndarray | None  # the frame that caused it; None for events ended without one (stop, source end)
+    camera: str = ""  # the camera its object was seen by
 
     @property
     def label(self) -> str:

@@ -3,7 +3,7 @@ for each object the zones it has entered and (for the labels asked for) its best
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -14,9 +14,11 @@ from edgedetect.tracking.zones import Scene
 
 
 class Follower:
-    def __init__(self, cfg: TrackerConfig, scene: Scene, keep_best: Callable[[str], bool] | None = None):
+    def __init__(self, cfg: TrackerConfig, scene: Scene, keep_best: Callable[[str], bool] | None = None,
+                 camera: str = "", numbers: Iterator[int] | None = None):
+        self.camera = camera  # the camera whose frames it is fed; each of its events names it
         self.scene = scene
-        self.tracker = Tracker(cfg)
+        self.tracker = Tracker(cfg, numbers)  # numbers: shared by the followers of one daemon
         self._keep_best = keep_best  # labels whose best sighting a consumer keeps (frames are held for them)
         self._ids: dict[int, str] = {}  # event seq -> event id (fixed at its start)
         self._keys: dict[int, int] = {}  # event seq -> track key
@@ -82,4 +84,4 @@ class Follower:
         if ch.kind == "end":
             self._ids.pop(ch.seq, None)
             self._keys.pop(ch.seq, None)
-        return ObjectEvent(ch, ident, zones, best, image)
+        return ObjectEvent(ch, ident, zones, best, image, self.camera)

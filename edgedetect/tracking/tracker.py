@@ -17,15 +17,17 @@ tentative object (not started yet) is forgotten after `min_frames` frames in a r
 match, so detector blips make no events. On vtest.avi this takes the person events from 249
 (IoU alone) to 89.
 
-Event numbers (`TrackEvent.seq`) count 1, 2, 3 ... in start order; objects that never start
-use none.
+Event numbers (`TrackEvent.seq`) count 1, 2, 3 ... in start order, from a counter the trackers
+of several cameras may share (so that numbers never repeat in one daemon); objects that never
+start use none.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Iterator, Literal, Sequence
 
 from edgedetect.frames import Detection
 
@@ -117,11 +119,11 @@ class TrackEvent:
 
 
 class Tracker:
-    def __init__(self, cfg: TrackerConfig):
+    def __init__(self, cfg: TrackerConfig, numbers: Iterator[int] | None = None):
         self.cfg = cfg
         self._tracks: list[Track] = []
         self._next_key = 1
-        self._next_seq = 1
+        self._numbers = numbers if numbers is not None else itertools.count(1)
         self.started = Counter[str]()  # events started per label
         self.ended = Counter[str]()
 
@@ -224,8 +226,7 @@ class Tracker:
         return None
 
     def _start(self, tr: Track, t: float, frame: int) -> TrackEvent:
-        tr.seq = self._next_seq
-        self._next_seq += 1
+        tr.seq = next(self._numbers)
         tr.last_update_t = t
         tr.reported_score = tr.top_score
         self.started[tr.label] += 1
