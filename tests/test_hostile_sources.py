@@ -612,6 +612,7 @@ def test_mjpeg_reader_examines_each_byte_of_a_hostile_part_a_bounded_number_of_t
         cam.close()
 
 
+@pytest.mark.slow
 def test_a_source_failing_on_every_connection_is_logged_once_then_summarised(caplog):
     """A camera that sends a corrupt part and a good frame on each connection, then closes it,
     round after round: the failure is logged in full once (the state moves back and forth not at
