@@ -22,7 +22,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterable
 
 ID_RE = re.compile(r"[0-9]{1,12}\.[0-9]{3}-[0-9]{1,9}")
 MARKER = ".edgedetect-store"
@@ -144,24 +144,29 @@ def open_regular(root: Path, event_id: str, name: str) -> BinaryIO:
         raise
 
 
+def _regular_files(dfd: int, names: Iterable[str]) -> dict[str, int]:
+    """Of `names` in the folder open as `dfd`, those that are regular files (not links): name -> bytes."""
+    out = {}
+    for name in names:
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            out[name] = st.st_size
+    return out
+
+
 def sizes(root: Path, event_id: str) -> dict[str, int]:
     """Bytes of each of the event's files that is there as a regular file (links are not counted)."""
     try:
         dfd = _open_folder(root, event_id)
     except OSError:
         return {}
-    out = {}
     try:
-        for name in FILES:
-            try:
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                out[name] = st.st_size
+        return _regular_files(dfd, FILES)
     finally:
         os.close(dfd)
-    return out
 
 
 def remove_own(root: Path, event_id: str, names: frozenset[str] = OWN | TEMPORARY) -> int:
@@ -172,23 +177,17 @@ def remove_own(root: Path, event_id: str, names: frozenset[str] = OWN | TEMPORAR
         dfd = _open_folder(root, event_id)
     except OSError:
         return 0
-    removed = 0
     try:
-        for name in names:
-            try:
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                os.unlink(name, dir_fd=dfd)
-                removed += 1
+        found = _regular_files(dfd, names)
+        for name in found:
+            os.unlink(name, dir_fd=dfd)
     finally:
         os.close(dfd)
     try:
         os.rmdir(root / event_id)
     except OSError:
         pass  # not empty: what else is in there is not the store's to delete
-    return removed
+    return len(found)
 
 
 # --- event.json ---------------------------------------------------------------------------------
