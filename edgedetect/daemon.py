@@ -110,6 +110,7 @@ class Daemon:
         specs = self._camera_specs()
         p = self.pipeline = Pipeline(self.model, specs, pipeline_options(cfg))
         p.detector.model_name = model_name
+        p.detector.threads = cfg.model.threads or default_threads()
         try:
             if cfg.http.enabled:
                 self.server = ViewerServer(cfg.http, Api(stats=p.snapshot, healthy=self.healthy),

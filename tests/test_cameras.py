@@ -92,6 +92,7 @@ def test_three_cameras_one_detector(tmp_path: Path) -> None:
             assert before["hall"] > 3 and before["door"] > 3, before
             stats = d.json("/api/stats")
             assert set(stats["cameras"]) == {"hall", "capped", "door"} and stats["inference_fps"] > 0
+            assert stats["threads"] >= 1 and "source" not in stats  # the detector's figures at the top
 
             cam.stop()  # the MJPEG camera unplugged
             d.wait_for(lambda: d.get("/cameras/door/healthz")[0] == 503, timeout=30)

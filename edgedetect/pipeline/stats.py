@@ -159,6 +159,7 @@ class DetectorStats:
         self._process = psutil.Process()
         self.started = clock.now()
         self.model_name = ""
+        self.threads = 0  # the interpreter's threads, for the detector's line with several cameras
         self._cpu = {"process": 0.0, "system": 0.0}
         self._cpu_t = self.started
         self._cpu_base = _cpu_times(self._process)
@@ -247,7 +248,7 @@ class Figures:
             merged = {**next(iter(parts.values())), **det}
             snap: dict[str, Any] = {k: merged[k] for k in ONE_CAMERA_ORDER}
         else:
-            snap = {**det, "cameras": parts}
+            snap = {**det, "threads": self.detector.threads, "cameras": parts}
         picam_on = any(c.source_name == "picam" and c.source_state is SourceState.RUNNING for c in self.cameras)
         snap.update(self.detector.host(t, picam_on))
         for key, fn in self.extra.items():
