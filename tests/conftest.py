@@ -58,7 +58,8 @@ def classifier():
 def worker_on_one_camera(model, flt, motion=None, max_failures: int = 10):
     """The inference thread serving one camera whose frames the test puts into its slot by hand
     (the camera's capture thread is never started): (worker, camera, detector figures)."""
-    from edgedetect.pipeline.camera import ONE_CAMERA, Camera, CameraSpec
+    from edgedetect.config import ONE_CAMERA
+    from edgedetect.pipeline.camera import Camera, CameraSpec
     from edgedetect.pipeline.scheduler import Scheduler
     from edgedetect.pipeline.stats import DetectorStats
     from edgedetect.pipeline.worker import InferenceWorker

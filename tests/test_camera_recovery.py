@@ -17,9 +17,10 @@ from typing import Callable, Iterator
 import pytest
 
 from edgedetect import clock
+from edgedetect.config import ONE_CAMERA
 from edgedetect.pipeline import capture
 from edgedetect.pipeline.builder import Pipeline, PipelineOptions
-from edgedetect.pipeline.camera import ONE_CAMERA, CameraSpec
+from edgedetect.pipeline.camera import CameraSpec
 from edgedetect.pipeline.state import SourceState
 from edgedetect.sinks.metrics import MetricsExtension
 from edgedetect.sinks.viewer import Request

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 from conftest import VTEST
 
-from edgedetect.config import MotionConfig
+from edgedetect.config import ONE_CAMERA, MotionConfig
 from edgedetect.detect.model import DetectFilter
-from edgedetect.pipeline.builder import Pipeline, PipelineOptions
-from edgedetect.pipeline.camera import ONE_CAMERA, CameraSpec
 from edgedetect.frames import Frame, Result
+from edgedetect.pipeline.builder import Pipeline, PipelineOptions
+from edgedetect.pipeline.camera import CameraSpec
 from edgedetect.pipeline.motion import MotionGate
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.sources.video import VideoFile

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import VTEST, worker_on_one_camera
 from edgedetect.config import MotionConfig
-from edgedetect.frames import Frame, Result
 from edgedetect.detect.model import DetectFilter
+from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.motion import MotionGate, motion_enabled
 from edgedetect.sources.video import VideoFile
 

@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 from conftest import VTEST
 
+from edgedetect.config import ONE_CAMERA
 from edgedetect.detect.model import DetectFilter
-from edgedetect.pipeline.builder import Pipeline, PipelineOptions
-from edgedetect.pipeline.camera import ONE_CAMERA, CameraSpec
 from edgedetect.frames import Detection, Frame, Result
+from edgedetect.pipeline.builder import Pipeline, PipelineOptions
+from edgedetect.pipeline.camera import CameraSpec
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.pipeline.stats import CameraStats, RateMeter, log_line

@@ -17,15 +17,15 @@ import psutil
 
 from edgedetect import clock
 from edgedetect.bench.report import targets
-from edgedetect.config import ModelConfig, MotionConfig, SourceConfig
+from edgedetect.config import ONE_CAMERA, ModelConfig, MotionConfig, SourceConfig
 from edgedetect.detect.catalogue import Catalogue
 from edgedetect.detect.model import DetectFilter, Model
 from edgedetect.detect.resolve import ModelFiles, load_configured
 from edgedetect.errors import UserError
+from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.annotate import annotated
 from edgedetect.pipeline.builder import Pipeline, PipelineOptions
-from edgedetect.pipeline.camera import ONE_CAMERA, CameraSpec
-from edgedetect.frames import Frame, Result
+from edgedetect.pipeline.camera import CameraSpec
 from edgedetect.pipeline.motion import MotionGate
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.sources import Source, make_source

@@ -28,7 +28,6 @@ from edgedetect.sources import Source
 log = logging.getLogger("edgedetect.pipeline")
 
 MAX_SOURCE_RESTARTS = 3  # stall restarts without a frame before the source counts as failed
-ONE_CAMERA = "camera"  # the name of the camera that [source] (or --source) describes
 
 
 @dataclass(frozen=True)
