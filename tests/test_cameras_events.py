@@ -100,6 +100,7 @@ def shape_of_clip(path: Path) -> tuple[int, int]:
 # --- without a daemon ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_each_camera_has_its_own_tracker_scene_and_pictures(tmp_path: Path, detector) -> None:
     """Two unpaced cameras on one real detector, the events extension on its results: both
     cameras' people make events of their own (one shared tracker would take b's people for a's,
