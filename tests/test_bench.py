@@ -94,6 +94,7 @@ def test_plot_written(report: dict):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_memory_soak_reports_rss_after_warmup_and_end():
     r = bench.run_bench(source=str(VTEST), threads="1", frames=120, memory=True)
     m = r["memory"]

@@ -191,6 +191,7 @@ def test_events_page_plays_a_clip(daemon, tmp_path: Path) -> None:
     assert img[100:500].std() > 25  # the clip's frame and the thumbnails, not an empty page
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_viewer_draws_zones_with_a_toggle(daemon, tmp_path: Path) -> None:
     on = chromium(tmp_path, "--virtual-time-budget=3000", "--dump-dom", daemon.url("/")).stdout

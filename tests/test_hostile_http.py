@@ -116,6 +116,7 @@ def daemon(tmp_path_factory):
 
 # --- item 2: slowloris ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("slow, n", [(True, 64), (False, 80)])
 def test_half_open_connections_do_not_lock_out_the_token(daemon, slow, n):
     """Before: with 64 slow senders every token request got 503 (40 of 40); with 64 silent
@@ -167,6 +168,7 @@ def test_half_open_connections_hold_no_threads(daemon):
     assert token_request(daemon.port)[0] == 200
 
 
+@pytest.mark.slow
 def test_whole_request_deadline_not_per_read(daemon):
     """A header line every 0.5 s never trips a 2 s per-read timeout; the deadline for the whole
     request cuts it at 2 s (before: held for as long as it kept sending)."""

@@ -66,6 +66,7 @@ def assert_unchanged(d: DaemonProcess, reference, more: int = 20) -> None:
     assert d.proc.poll() is None
 
 
+@pytest.mark.slow
 def test_model_file_truncated_then_overwritten_under_the_daemon(mirror):
     """Before (the runtime memory-mapped the file): truncating it killed the daemon with SIGBUS
     and no log line; overwriting it in place gave garbage boxes while /healthz stayed ok."""
@@ -190,6 +191,7 @@ def runs_with_class_numbers(model_file, caplog, reason: str) -> None:
     assert "class 16" in [d.label for d in found if d.score >= 0.5], found
 
 
+@pytest.mark.slow
 def test_hundreds_of_zero_megabytes_appended_to_a_yolo_model(tmp_path, caplog):
     """300 members of 1 MB of zeros (a 1.4 MB zip): none is inflated, `models info` stays at the
     clean model's memory and prints one warning line."""

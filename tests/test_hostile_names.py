@@ -151,6 +151,7 @@ def test_hostile_labels_get_topics_and_ids_of_their_own(tmp_path: Path) -> None:
     assert not [m.topic for m in rec.messages if m.topic.endswith(("/unknown", "/a_b"))]  # the merged levels
 
 
+@pytest.mark.slow
 @needs_broker
 def test_labels_still_sharing_a_topic_leave_mqtt_off_and_detection_on(tmp_path: Path) -> None:
     labels_file = renamed_labels(tmp_path, ["traffic light", "traffic_light"])

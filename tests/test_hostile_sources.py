@@ -426,6 +426,7 @@ def _frame_size(d: DaemonProcess) -> tuple[int, int]:
     return det.get("width"), det.get("height")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_daemon_follows_a_stream_that_changes_size(tmp_path, detector):
     """Before: frames stayed 768x576 (a mosaic, then frozen) with 30 [swscaler] lines, while

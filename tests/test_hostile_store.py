@@ -108,6 +108,7 @@ def test_a_store_without_its_marker_is_adopted_when_it_holds_only_its_own_files(
     assert all((root / e.id / META).is_file() for e in store.query())  # written at start for a later rebuild
 
 
+@pytest.mark.slow
 def test_daemon_refuses_a_foreign_folder_keeps_it_whole_and_detects(tmp_path: Path) -> None:
     usb = tmp_path / "usb"
     usb.mkdir()
@@ -177,6 +178,7 @@ def test_an_index_damaged_in_use_is_rebuilt_and_reads_and_writes_go_on(tmp_path:
     assert store.count() == 201 and store.get("2000000000.000-201").zones == ["door"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["header", "middle"])
 def test_daemon_with_a_damaged_index_keeps_every_event_and_detects(tmp_path: Path, where: str) -> None:
     root = tmp_path / "events"

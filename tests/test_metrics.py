@@ -7,6 +7,7 @@ import socket
 import time
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import MEDIA, VTEST
@@ -134,6 +135,7 @@ def test_daemon_metrics_match_api_stats() -> None:
     assert stats["frames_inferred"] == 1
 
 
+@pytest.mark.slow
 def test_daemon_metrics_while_running(tmp_path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[source]\nuri = "{VTEST}"\n[http]\nport = 0\n[mqtt]\ndevice = "hall-1"\n')

@@ -323,6 +323,7 @@ def _time_to_ready(cfg: Path, tmp: Path) -> tuple[DaemonProcess, float]:
         s.close()
 
 
+@pytest.mark.slow
 def test_broker_absent_at_start_does_not_delay_ready(tmp_path: Path) -> None:
     port = free_port()
     (tmp_path / "absent").mkdir()

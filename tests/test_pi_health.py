@@ -144,6 +144,7 @@ def test_no_cma_no_figures(tmp_path):
     assert "cma_total_mb" not in snap and "cma_free_mb" not in snap
 
 
+@pytest.mark.slow
 def test_daemon_logs_each_health_transition_once(tmp_path):
     """The daemon as a process, on fake trees given by --sysfs-root and --procfs-root."""
     root = sysfs(tmp_path / "sys")
