@@ -56,6 +56,11 @@ class LiveVideo(VideoFile):
     live = True
 
 
+# The session's detector is shared by the tests: a worker still inside an invoke when its test
+# ends would use it beside the next test's (emulated aarch64 takes 1.5-3 s an invoke).
+JOIN_S = 30.0
+
+
 def run_pipeline(detector, source_cls, enough: int = 795) -> tuple[dict, list[Result]]:
     """Run until the clip ends or `enough` results are in (emulated aarch64 infers ~1 frame/s)."""
     src = source_cls(VTEST, pace=False)
@@ -70,7 +75,7 @@ def run_pipeline(detector, source_cls, enough: int = 795) -> tuple[dict, list[Re
         time.sleep(0.1)
     time.sleep(0.3)
     p.stop()
-    p.join(2)
+    p.join(JOIN_S)
     return p.snapshot(), seen
 
 
@@ -91,7 +96,8 @@ def test_two_pipelines_share_no_state(detector, classifier):
     while min(len(got["a"]), len(got["b"])) < 10 and time.monotonic() < deadline:
         time.sleep(0.05)
     a.stop(), b.stop()
-    a.join(2), b.join(2)
+    a.join(JOIN_S), b.join(JOIN_S)
+    assert not a.worker._thread.is_alive() and not b.worker._thread.is_alive()
     assert len(got["a"]) >= 10 and len(got["b"]) >= 10
     assert all(r.classes == () for r in got["a"]) and all(r.detections == () for r in got["b"])
     sa, sb = a.snapshot(), b.snapshot()
