@@ -89,7 +89,7 @@ def test_three_cameras_one_detector(tmp_path: Path) -> None:
             assert d.json("/api/detections")["width"] == 768
             before = rate_over(d, 6.0)
             assert before["capped"] <= 2.3, before  # its fps cap
-            assert before["hall"] > 3 and before["door"] > 3, before
+            assert before["hall"] > 1 and before["door"] > 1, before  # running; the shares are another test's
             stats = d.json("/api/stats")
             assert set(stats["cameras"]) == {"hall", "capped", "door"} and stats["inference_fps"] > 0
             assert stats["threads"] >= 1 and "source" not in stats  # the detector's figures at the top
