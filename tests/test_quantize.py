@@ -27,8 +27,11 @@ from edgedetect.quantize.demo import make_digits_folders  # noqa: E402
 from edgedetect.quantize.pipeline import QuantizeOptions, run_quantize  # noqa: E402
 from edgedetect.detect.runtime import load_interpreter  # noqa: E402
 
-# tf-keras' weight initialisers call random.randint with floats: not ours, and harmless.
-pytestmark = pytest.mark.filterwarnings("ignore:non-integer arguments to randrange:DeprecationWarning")
+# tf-keras' weight initialisers call random.randint with floats: not ours, and harmless. The
+# first test trains the six variants in its fixture: 4-6 minutes on a 2-core machine, past the
+# suite's 300 s guard against hangs.
+pytestmark = [pytest.mark.filterwarnings("ignore:non-integer arguments to randrange:DeprecationWarning"),
+              pytest.mark.timeout(900)]
 
 SIZE = 32  # MobileNetV2's smallest input; the digits are 8x8, so nothing is lost
 CLASSES = [str(d) for d in range(10)]
