@@ -66,14 +66,9 @@ class Pipeline:
                 key = "motion" if len(self.cameras) == 1 else f"motion_{cam.name}"
                 self.figures.extra[key] = cam.motion.figures
 
-    def camera(self, name: str | None = None) -> Camera:
-        """The camera of that name; None: the first (today's single-camera URLs serve it)."""
-        if name is None:
-            return self.cameras[0]
-        for cam in self.cameras:
-            if cam.name == name:
-                return cam
-        raise KeyError(name)
+    def camera(self) -> Camera:
+        """The first camera (today's single-camera URLs serve it)."""
+        return self.cameras[0]
 
     def add_result_listener(self, fn: Callable[[Result], None]) -> None:
         """Called on the inference thread with every published result of every camera (the

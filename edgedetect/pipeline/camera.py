@@ -46,7 +46,6 @@ class Camera:
     def __init__(self, spec: CameraSpec, on_frame_ready: Callable[[], None], banner: Callable[[], str],
                  window: int = 120, jpeg_quality: int = 80, stall_timeout: float = 10.0):
         self.name = spec.name
-        self.spec = spec
         self._make_source = spec.make_source
         self.slot: LatestSlot[Frame] = LatestSlot(on_put=on_frame_ready)
         self.stats = CameraStats(spec.name, window, dropped=lambda: self.slot.dropped)

@@ -10,7 +10,7 @@ thread takes frames, so each camera has at most one frame in flight.
 from __future__ import annotations
 
 import threading
-from typing import Generic, Protocol, Sequence, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from edgedetect import clock
 from edgedetect.frames import Frame
@@ -35,10 +35,6 @@ class Scheduler(Generic[L]):
     def add(self, lane: L) -> None:
         with self._cond:
             self._lanes.append(lane)
-
-    @property
-    def lanes(self) -> Sequence[L]:
-        return tuple(self._lanes)
 
     def arrived(self) -> None:
         """A lane's slot has a new frame (called by the slot, on the capture thread)."""
