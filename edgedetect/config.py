@@ -145,6 +145,8 @@ class MqttConfig:
     max_missing: int = _f(10, "frames without an object before its event ends", 1, 10000)
     iou: float = _f(0.3, "overlap for a detection to continue a tracked object", 0.01, 1.0)
     queue_limit: int = _f(200, "messages held while the broker is away; more are dropped and counted", 1, 100000)
+    state_file: str = _f("/var/lib/edgedetect/switches.json", "where the per-camera switches set over MQTT "
+                         "(detect, motion, snapshots, recordings) are kept over restarts; empty: not kept")
 
 
 @dataclass

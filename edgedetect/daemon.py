@@ -26,6 +26,7 @@ from edgedetect.pipeline.state import SourceState
 from edgedetect.sinks.api import camera_json, detections_json
 from edgedetect.sinks.viewer import Api, CameraView, ViewerServer
 from edgedetect.sources import Source, make_source
+from edgedetect.switches import Switches
 from edgedetect.system import notify
 
 log = logging.getLogger("edgedetect")
@@ -58,6 +59,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.server: ViewerServer | None = None
         self.fatal = threading.Event()
+        self.switches = Switches()
         self.extensions: list[Extension] = []
         self._ticks: list[Callable[[Progress, bool, float], None]] = []
         self._started = False
@@ -108,7 +110,10 @@ class Daemon:
         cfg = self.cfg
         self.model, model_name = self.load_model()
         specs = self._camera_specs()
-        p = self.pipeline = Pipeline(self.model, specs, pipeline_options(cfg))
+        # The switches are set over MQTT: without it, a state file left from an earlier run
+        # would hold cameras OFF with no way to turn them back ON.
+        self.switches = Switches([s.name for s in specs], cfg.mqtt.state_file if cfg.mqtt.enabled else None)
+        p = self.pipeline = Pipeline(self.model, specs, pipeline_options(cfg), self.switches)
         p.detector.model_name = model_name
         p.detector.threads = cfg.model.threads or default_threads()
         try:
@@ -158,7 +163,7 @@ class Daemon:
                      on_result=p.add_result_listener, on_frame=p.add_frame_listener,
                      on_stats=p.reporter.sinks.append, on_tick=self._ticks.append,
                      add_route=add_route, add_figures=add_figures, figures=p.snapshot,
-                     labels=tuple(self.model.labels.values()) if self.model else ())
+                     labels=tuple(self.model.labels.values()) if self.model else (), switches=self.switches)
 
     # --- running ----------------------------------------------------------------------------
 

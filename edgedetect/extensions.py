@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from edgedetect.config import Config, camera_configs
 from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.health import Progress
+from edgedetect.switches import Switches
 
 if TYPE_CHECKING:
     from edgedetect.routes import Route
@@ -49,6 +50,9 @@ EXTENSIONS: tuple[Registration, ...] = (
                  lambda c: c.mqtt.enabled or any(cc.record.enabled for _, cc in camera_configs(c)),
                  "paho-mqtt (pip install 'paho-mqtt>=2')"),
     Registration("edgedetect.sinks.zones", lambda c: c.http.enabled, ""),  # /api/zones: the viewer's overlay
+    # /events with recording off: how to turn it on
+    Registration("edgedetect.storage.history",
+                 lambda c: c.http.enabled and not any(cc.record.enabled for _, cc in camera_configs(c)), ""),
     Registration("edgedetect.sinks.metrics", lambda c: c.http.enabled,
                  "prometheus-client (pip install prometheus-client)"),
 )
@@ -70,6 +74,9 @@ class Hooks:
     add_figures: Callable[[str, Callable[[], Any]], None]  # a key in /api/stats, the log line and /metrics
     figures: Callable[[], dict[str, Any]]  # the current stats snapshot
     labels: tuple[str, ...] = ()  # the model's label names
+    # each camera's switches (detect, motion, snapshots, recordings), set over MQTT; read with
+    # switches.on(camera, switch) from any thread. The default has every switch ON.
+    switches: Switches = field(default_factory=Switches)
 
 
 def attach_all(hooks: Hooks, registry: tuple[Registration, ...] = EXTENSIONS) -> list[Extension]:

@@ -14,9 +14,13 @@ Topics, under BASE = `{prefix}/{device}`:
     BASE/snapshot/LABEL     JPEG of the latest started/updated object, cropped around it with its
                             box drawn (retained)
     BASE/stats              the /api/stats figures as JSON, every stats interval (retained)
-    DISCOVERY/sensor|binary_sensor/edgedetect_DEVICE/*/config   Home Assistant discovery
+    BASE/SWITCH/set         ON | OFF for the camera's switch detect, motion, snapshots or
+                            recordings (control.py; subscribed)
+    BASE/SWITCH/state       ON | OFF, the switch's state (retained)
+    DISCOVERY/sensor|binary_sensor|switch/edgedetect_DEVICE/*/config   Home Assistant discovery
 
 With [cameras] there is still one connection, availability and stats topic; each camera's
-events, counts, zone counts and snapshots go under BASE/CAMERA instead of BASE, and its sensors
-belong to a Home Assistant device of its own, edgedetect_DEVICE_CAMERA, via the daemon's.
+events, counts, zone counts, snapshots and switches go under BASE/CAMERA instead of BASE, and
+its entities belong to a Home Assistant device of its own, edgedetect_DEVICE_CAMERA, via the
+daemon's.
 """

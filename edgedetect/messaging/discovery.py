@@ -1,6 +1,6 @@
 """Home Assistant MQTT discovery: the daemon's device with its figures, and a sensor per label
-and per zone and label on the camera's device (the daemon's own with one camera; with [cameras],
-one device per camera, connected through the daemon's)."""
+and per zone and label and a switch per camera switch on the camera's device (the daemon's own
+with one camera; with [cameras], one device per camera, connected through the daemon's)."""
 
 from __future__ import annotations
 
@@ -104,6 +104,23 @@ def zone_discovery(topics: Topics, device: str, model: str, zone: str, label: st
     return [(topics.discovery("sensor", object_id), _entity(
         topics, device, model, object_id, f"{zone} {label} count", topics.zone_count(zone, label),
         unit_of_measurement=label, state_class="measurement", icon="mdi:vector-polygon"))]
+
+
+SWITCH_LOOKS = {  # switch -> (name in Home Assistant, icon)
+    "detect": ("Detect", "mdi:motion-sensor"),
+    "motion": ("Motion", "mdi:run-fast"),
+    "snapshots": ("Snapshots", "mdi:image-multiple"),
+    "recordings": ("Recordings", "mdi:filmstrip-box-multiple"),
+}
+
+
+def switch_discovery(topics: Topics, device: str, model: str, switch: str) -> list[tuple[str, dict[str, Any]]]:
+    """A switch for one of the camera's switches: commands ON/OFF, the state as echoed."""
+    name, icon = SWITCH_LOOKS[switch]
+    return [(topics.discovery("switch", switch), _entity(
+        topics, device, model, switch, name, topics.switch_state(switch),
+        command_topic=topics.switch_command(switch), payload_on="ON", payload_off="OFF",
+        icon=icon, entity_category="config"))]
 
 
 def name_clash(cfg: Config, topics: Topics, model_labels: Iterable[str]) -> str | None:

@@ -8,7 +8,7 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -63,6 +63,9 @@ class MqttLink:
         self._lock = lock
         self.resync = threading.Event()  # set on every (re)connect: re-send the current state
         self._logged_down = False
+        self._filters: list[str] = []  # subscribed on every (re)connect
+        self._on_command: Callable[[str, bytes], None] | None = None
+        self._command_failed = False
         proto = mqtt.MQTTv5 if mc.protocol == "5" else mqtt.MQTTv311
         kw: dict[str, Any] = {} if proto == mqtt.MQTTv5 else {"clean_session": True}
         c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -86,6 +89,13 @@ class MqttLink:
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
         self.client = c
+
+    def listen(self, filters: list[str], handler: Callable[[str, bytes], None]) -> None:
+        """Before start: subscribe to `filters` on every (re)connect and hand each message to
+        `handler(topic, payload)` on paho's thread."""
+        self._filters = list(filters)
+        self._on_command = handler
+        self.client.on_message = self._on_message
 
     def start(self) -> None:
         # connect_async: the first attempt happens in paho's thread, so a broker that is down,
@@ -144,6 +154,8 @@ class MqttLink:
             self._figures.connects += 1
         self._logged_down = False
         log.info("mqtt: connected to %s:%d as %s", self.mc.host, self.mc.port, self.topics.base)
+        if self._filters:  # a clean session starts with none
+            client.subscribe([(f, QOS_STATE) for f in self._filters])
         self.resync.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -152,6 +164,16 @@ class MqttLink:
             self._figures.connected = False
         if was and reason.is_failure:
             log.warning("mqtt: lost the broker (%s); reconnecting with backoff", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # An exception here would end paho's thread, and with it the connection.
+        try:
+            if self._on_command is not None:
+                self._on_command(msg.topic, msg.payload)
+        except Exception:  # noqa: BLE001
+            if not self._command_failed:
+                self._command_failed = True
+                log.exception("mqtt: a command on %s failed; ignored (further failures not logged)", msg.topic)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if not self._logged_down:

@@ -4,26 +4,31 @@ label and per zone, stats, and Home Assistant discovery. Called from the events 
 EventPublisher is the daemon's part: the one connection (one client id, one availability topic),
 stats, the figures under "mqtt", and the discovery of the daemon's figures. CameraPublisher is
 one camera's part: its event messages and snapshots, its live counts per label and per zone,
-and their discovery; with [cameras] each camera has topics and a Home Assistant device of its own."""
+and their discovery; with [cameras] each camera has topics and a Home Assistant device of its own.
+SwitchControl (control.py) takes each camera's switches, once `control(switches)` is called."""
 
 from __future__ import annotations
 
 import json
 import threading
 from collections import Counter
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import cv2
 import numpy as np
 
 from edgedetect import clock
 from edgedetect.config import Config
+from edgedetect.messaging.control import SwitchControl
 from edgedetect.messaging.discovery import discovery_configs, label_discovery, zone_discovery
 from edgedetect.messaging.link import Figures, MqttLink
 from edgedetect.messaging.topics import ONLINE, QOS_BULK, QOS_STATE, Topics
 from edgedetect.tracking.events import ObjectEvent, crop_region
 from edgedetect.tracking.follow import Follower
 from edgedetect.tracking.tracker import TrackEvent
+
+if TYPE_CHECKING:
+    from edgedetect.switches import Switches
 
 
 class EventPublisher:
@@ -45,6 +50,16 @@ class EventPublisher:
         self.cameras = {name: CameraPublisher(self, self.topics.for_camera(name) if cfg.cameras else self.topics,
                                               follower, name if cfg.cameras else "")
                         for name, follower in followers.items()}
+        self._several = bool(cfg.cameras)
+        self.switch_control: SwitchControl | None = None
+
+    def control(self, switches: Switches) -> None:
+        """Before start: take each camera's switches over MQTT, and honour its `snapshots` switch."""
+        self.switch_control = SwitchControl(switches, self.link, self.topics,
+                                            {name: cam.topics for name, cam in self.cameras.items()}, self._several)
+        self.link.listen(self.switch_control.filters, self.switch_control.command)
+        for cam in self.cameras.values():
+            cam.switches = switches
 
     def start(self) -> None:
         self.link.start()
@@ -71,6 +86,8 @@ class EventPublisher:
                 zones.update(cam.zones)
         out["objects"] = dict(objects)
         out["zones"] = zones
+        if self.switch_control is not None:
+            out.update(self.switch_control.figures())
         return out
 
     def resync_if_reconnected(self) -> None:
@@ -112,6 +129,8 @@ class EventPublisher:
                 self.link.publish(topic, json.dumps(config), QOS_STATE, retain=True)
         for cam in self.cameras.values():
             cam.resync()
+        if self.switch_control is not None:
+            self.switch_control.resync(self.device, self.model_name, self.mc.discovery)
         if self._last_stats is not None:
             self._send_stats(self._last_stats)
 
@@ -124,6 +143,7 @@ class CameraPublisher:
         self.topics = topics
         self.follower = follower  # read for the live counts
         self.camera = camera  # named in each event message; "" without [cameras]
+        self.switches: Switches | None = None  # its `snapshots` switch is read per event
         self._zone_counts: dict[tuple[str, str], int] = {}
         self._counts: dict[str, int] = {label: 0 for label in self.mc.labels}
         self._discovered: set[str] = set()
@@ -140,7 +160,8 @@ class CameraPublisher:
         h, w = image.shape[:2] if image is not None else self._frame_size
         if image is not None:
             self._frame_size = (h, w)
-        snapshot = self.mc.snapshot and image is not None and ev.kind in ("start", "update")
+        snapshot = (self.mc.snapshot and image is not None and ev.kind in ("start", "update")
+                    and (self.switches is None or self.switches.on(self.follower.camera, "snapshots")))
         payload = event_json(ev, self.shared.device, w, h, snapshot, self.camera)
         payload["id"] = oe.id
         payload["zones"] = list(oe.zones)

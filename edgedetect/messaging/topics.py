@@ -7,6 +7,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from edgedetect.config import MqttConfig
 from edgedetect.errors import UserError
@@ -69,6 +70,19 @@ class Topics:
 
     def zone_count(self, zone: str, label: str) -> str:
         return f"{self.base}/zone/{slug(zone)}/{slug(label)}"
+
+    def switch_command(self, switch: str) -> str:
+        """Where ON/OFF for one of the camera's switches (edgedetect/switches.py) is taken."""
+        return f"{self.base}/{switch}/set"
+
+    def switch_state(self, switch: str) -> str:
+        return f"{self.base}/{switch}/state"
+
+    def switch_filters(self, several: bool, switches: Iterable[str]) -> list[str]:
+        """What to subscribe to for every camera's switches (on the daemon's topics): the camera
+        level a wildcard with [cameras], so that a command for a camera that does not exist is
+        heard and answered with a log line."""
+        return [f"{self.base}/+/{s}/set" if several else self.switch_command(s) for s in switches]
 
     def discovery(self, component: str, object_id: str) -> str:
         return f"{self.discovery_prefix}/{component}/{self.node}/{object_id}/config"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from edgedetect import clock
 from edgedetect.detect.model import DetectFilter, Model
@@ -24,6 +24,9 @@ from edgedetect.pipeline.report import Sink, StatsReporter, log_sink
 from edgedetect.pipeline.scheduler import Scheduler
 from edgedetect.pipeline.stats import DetectorStats, Figures
 from edgedetect.pipeline.worker import InferenceWorker
+
+if TYPE_CHECKING:
+    from edgedetect.switches import Switches
 
 log = logging.getLogger("edgedetect.pipeline")
 
@@ -43,17 +46,20 @@ class PipelineOptions:
 
 
 class Pipeline:
-    def __init__(self, model: Model, cameras: Sequence[CameraSpec], opts: PipelineOptions = PipelineOptions()):
+    """`switches`: each camera's `detect` and `motion` switches, read per frame (None: all ON)."""
+
+    def __init__(self, model: Model, cameras: Sequence[CameraSpec], opts: PipelineOptions = PipelineOptions(),
+                 switches: Switches | None = None):
         if not cameras:
             raise ValueError("a pipeline needs at least one camera")
         self.model = model
         self.opts = opts
         self.detector = DetectorStats(opts.stats_window, opts.sysfs_root, opts.procfs_root)
-        self.scheduler: Scheduler[Camera] = Scheduler()
+        self.scheduler: Scheduler[Camera] = Scheduler(Camera.detecting, Camera.pass_through)
         self.cameras: list[Camera] = []
         for spec in cameras:
             cam = Camera(spec, self.scheduler.arrived, self.detector.banner, opts.stats_window, opts.jpeg_quality,
-                         opts.stall_timeout)
+                         opts.stall_timeout, switches)
             self.cameras.append(cam)
             self.scheduler.add(cam)
         self.figures = Figures(self.detector, [c.stats for c in self.cameras])

@@ -4,13 +4,17 @@ cap. The inference thread is shared by every camera (see scheduler.py and worker
 
 A camera that fails is its own problem: its capture thread reconnects with backoff, a capture
 call that hangs is abandoned and restarted, and meanwhile the other cameras go on.
+
+The camera's `detect` and `motion` switches (edgedetect/switches.py) are read per frame: with
+`detect` OFF its frames pass the detector by (published with no detections, so viewers stay live
+and its objects end) and cost no inference; with `motion` OFF its gate lets every frame through.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgedetect import clock
 from edgedetect.detect.model import DetectFilter
@@ -24,6 +28,9 @@ from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.pipeline.state import SourceState
 from edgedetect.pipeline.stats import CameraStats
 from edgedetect.sources import Source
+
+if TYPE_CHECKING:
+    from edgedetect.switches import Switches
 
 log = logging.getLogger("edgedetect.pipeline")
 
@@ -42,17 +49,42 @@ class CameraSpec:
     flt: DetectFilter | None = None  # its own filter ([cameras.NAME.detect]); None: the pipeline's
 
 
+class SwitchedGate:
+    """A camera's motion gate under its `motion` switch. OFF: every frame is inferred and the gate
+    does no work (its reference stays the last frame it decided on). Back ON: it gates again."""
+
+    def __init__(self, gate: MotionGate, switched_on: Callable[[], bool]):
+        self.gate = gate
+        self._switched_on = switched_on
+        self._consulted = False  # whether the frame being decided on went through the gate
+
+    def should_infer(self, frame: Frame, t: float) -> bool:
+        self._consulted = self._switched_on()
+        return self.gate.should_infer(frame, t) if self._consulted else True
+
+    def inferred(self, t: float) -> None:
+        if self._consulted:
+            self.gate.inferred(t)
+
+    def figures(self) -> dict[str, Any]:
+        return {**self.gate.figures(), "enabled": self._switched_on()}
+
+
 class Camera:
     def __init__(self, spec: CameraSpec, on_frame_ready: Callable[[], None], banner: Callable[[], str],
-                 window: int = 120, jpeg_quality: int = 80, stall_timeout: float = 10.0):
+                 window: int = 120, jpeg_quality: int = 80, stall_timeout: float = 10.0,
+                 switches: Switches | None = None):
         self.name = spec.name
+        self._switches = switches
         self._make_source = spec.make_source
         self.slot: LatestSlot[Frame] = LatestSlot(on_put=on_frame_ready)
         self.stats = CameraStats(spec.name, window, dropped=lambda: self.slot.dropped)
         self.stats.source.name = spec.source.name if spec.source is not None else ""
         self.publisher = Publisher(self.stats, jpeg_quality, banner=banner)
         self.frames: Listeners[Frame] = Listeners("frame listener")
-        self.motion = spec.motion
+        self.motion: MotionGate | SwitchedGate | None = spec.motion
+        if spec.motion is not None and switches is not None:
+            self.motion = SwitchedGate(spec.motion, lambda: switches.on(spec.name, "motion"))
         self.min_interval_s = 1.0 / spec.fps if spec.fps > 0 else 0.0
         self.flt = spec.flt
         self.served_t = 0.0  # set by the scheduler when it takes a frame
@@ -73,6 +105,19 @@ class Camera:
 
     def join(self, timeout: float) -> None:
         self.capture.join(timeout)
+
+    def detecting(self) -> bool:
+        """Whether its frames go to the detector (its `detect` switch)."""
+        return self._switches is None or self._switches.on(self.name, "detect")
+
+    def pass_through(self, frame: Frame) -> None:
+        """A frame of a camera whose detection is off, published without inference (inference
+        thread): no detections, so viewers see live video without boxes and its objects end."""
+        self.last = None  # back ON, the first frame is inferred whatever the motion gate says
+        t = clock.now()
+        self.stats.skipped_frame(t)
+        self.last_result_t = t
+        self.publisher.publish(Result(frame, inference_ms=0.0, t_done=t))
 
     def progress(self, now: float | None = None) -> Progress:
         """This camera's health (its page's /healthz): the daemon's rule, on its own figures."""

@@ -210,7 +210,8 @@ def attach(hooks: Hooks) -> EventsExtension | None:
                 return None
     recording = Recording(cfg) if record.wanted(cfg) else None
     ext = EventsExtension(cfg, device, hooks.figures, hooks.model_name, recording)
-    if cfg.mqtt.enabled:
+    if ext.mqtt is not None:
+        ext.mqtt.control(hooks.switches)
         hooks.add_figures("mqtt", ext.stats)
     hooks.on_result(ext.on_result)
     hooks.on_stats(ext.on_stats)
