@@ -199,7 +199,7 @@ Registrar = Callable[[Any], None]
 def _optional_commands() -> list[Registrar]:
     """Sub-commands that live in their own modules, each with a `register(subparsers)`."""
     found = []
-    for module in ("edgedetect.bench", "edgedetect.doctor", "edgedetect.quantize.cli"):
+    for module in ("edgedetect.bench", "edgedetect.doctor", "edgedetect.quantize.cli", "edgedetect.evaluate.command"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as e:
