@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import math
 import tomllib
 import types
@@ -21,6 +22,8 @@ from edgedetect.errors import ConfigError, shorten
 from edgedetect.geometry import MAX_MASKS, MAX_ZONES, NAME_RE, polygon_problem
 
 DEFAULT_CONFIG_PATH = Path("/etc/edgedetect/edgedetect.toml")
+
+log = logging.getLogger("edgedetect.config")
 
 
 def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None,
@@ -141,12 +144,25 @@ class MqttConfig:
     discovery: bool = _f(True, "publish Home Assistant discovery config")
     discovery_prefix: str = _f("homeassistant", "Home Assistant discovery prefix")
     labels: list[str] = _f(["person"], "labels that make events (empty: all)")
-    min_frames: int = _f(3, "frames an object must be seen in before its event starts", 1, 1000)
-    max_missing: int = _f(10, "frames without an object before its event ends", 1, 10000)
-    iou: float = _f(0.3, "overlap for a detection to continue a tracked object", 0.01, 1.0)
     queue_limit: int = _f(200, "messages held while the broker is away; more are dropped and counted", 1, 100000)
     state_file: str = _f("/var/lib/edgedetect/switches.json", "where the per-camera switches set over MQTT "
                          "(detect, motion, snapshots, recordings) are kept over restarts; empty: not kept")
+
+
+@dataclass
+class TrackConfig:
+    """[track]: how detections become objects, for MQTT and the event store alike."""
+
+    min_hits: int = _f(3, "frames an object must be matched in before its event starts", 1, 1000)
+    max_lost_s: float = _f(3.0, "seconds an object is kept unseen (occluded, or the scene still) before its "
+                                "event ends", 0.0, 3600.0)
+    iou: float = _f(0.2, "least overlap of a detection with an object's predicted box to continue it", 0.01, 1.0)
+    high_score: float = _f(0.6, "detections scoring less only keep objects alive: they start none", 0.0, 1.0)
+
+
+# [mqtt] keys that [track] replaced: read for one release, with a warning, into the [track] key
+# named (None: no longer used).
+MOVED_TO_TRACK = {"min_frames": "min_hits", "iou": "iou", "max_missing": None}
 
 
 @dataclass
@@ -222,6 +238,7 @@ class Config:
     stats: StatsConfig = field(default_factory=StatsConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     zones: list[ZoneConfig] = field(default_factory=list)
     masks: list[MaskConfig] = field(default_factory=list)
@@ -478,6 +495,31 @@ def _validate_whole(cfg: Config, origin: str) -> None:
         raise ConfigError(f"{origin}: detect.allow and detect.deny both name {sorted(overlap)!r}")
 
 
+def _moved_to_track(cfg: Config, mqtt: dict[str, Any], track: Any, origin: str) -> dict[str, Any]:
+    """[mqtt] without the keys [track] replaced; those given are checked as the [track] keys they
+    became and applied unless [track] sets them too, with one warning naming the new keys."""
+    moved = [key for key in mqtt if key in MOVED_TO_TRACK]
+    if not moved:
+        return mqtt
+    own = track if isinstance(track, dict) else {}
+    read, unused = [], []
+    for key in moved:
+        new = MOVED_TO_TRACK[key]
+        if new is None:
+            unused.append(f"{key} (frames) is not used: set track.max_lost_s (seconds)")
+        elif new in own:
+            unused.append(f"{key} is not used: [track] sets {new}")
+        else:
+            read.append(f"{key} as track.{new}")
+            try:
+                set_value(cfg, f"track.{new}", mqtt[key], origin)
+            except ConfigError as e:
+                raise ConfigError(str(e).replace(f"track.{new}:", f"mqtt.{key} (read as track.{new}):", 1)) from None
+    log.warning("%s: [mqtt] %s: these keys moved to [track] (min_hits, max_lost_s, iou, high_score); %s", origin,
+                ", ".join(moved), "; ".join(([f"read {', '.join(read)}"] if read else []) + unused))
+    return {k: v for k, v in mqtt.items() if k not in MOVED_TO_TRACK}
+
+
 def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
     """Read `path` (None: the default path if it exists, else built-in defaults), then apply
     `overrides` ({"section.key": value}, from the command line)."""
@@ -525,6 +567,8 @@ def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Co
                 continue
             if not isinstance(body, dict):
                 raise ConfigError(f"{path}: [{section}] must be a table, got {body!r}")
+            if section == "mqtt":
+                body = _moved_to_track(cfg, body, data.get("track"), str(path))
             for key, value in body.items():
                 set_value(cfg, f"{section}.{key}", value, str(path))
     for dotted, value in (overrides or {}).items():

@@ -41,12 +41,39 @@ def test_cli_overrides_file(tmp_path):
     ("source = 3\n", r"\[source\] must be a table"),
     ("[http\nport = 1\n", r"invalid TOML"),
     ("[model]\ninput_range = [1.0, -1.0]\n", r"model.input_range: expected \[low, high\]"),
+    ("[track]\nmax_lost = 3\n", r"unknown key 'max_lost' \(did you mean 'max_lost_s'\?\)"),
+    ("[track]\nmin_hits = 0\n", r"track.min_hits: expected a value from 1 to 1000, got 0"),
+    ("[mqtt]\nmin_frames = 0\n", r"mqtt.min_frames \(read as track.min_hits\): expected a value from 1 to 1000"),
+    ("[mqtt]\niou = \"high\"\n", r"mqtt.iou \(read as track.iou\): expected a number, got 'high'"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, message):
     p = write(tmp_path, text)
     with pytest.raises(ConfigError, match=message) as e:
         config.load(p)
     assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_old_mqtt_tracking_keys_warn_once_and_still_work(tmp_path, caplog):
+    p = write(tmp_path, "[mqtt]\nenabled = false\nmin_frames = 5\nmax_missing = 20\niou = 0.4\n")
+    with caplog.at_level("WARNING", logger="edgedetect.config"):
+        cfg = config.load(p)
+    assert (cfg.track.min_hits, cfg.track.iou, cfg.track.max_lost_s) == (5, 0.4, config.TrackConfig().max_lost_s)
+    assert len(caplog.records) == 1
+    line = caplog.records[0].getMessage()
+    assert str(p) in line and "\n" not in line
+    for name in ("min_frames", "max_missing", "track.min_hits", "track.iou", "track.max_lost_s"):
+        assert name in line
+    caplog.clear()
+    # [track] wins over the old key; the warning says the old one is not used
+    p = write(tmp_path, "[track]\nmin_hits = 2\n[mqtt]\nmin_frames = 5\n")
+    with caplog.at_level("WARNING", logger="edgedetect.config"):
+        assert config.load(p).track.min_hits == 2
+    assert len(caplog.records) == 1
+    assert "min_frames is not used: [track] sets min_hits" in caplog.records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgedetect.config"):
+        config.load(write(tmp_path, "[track]\nmin_hits = 4\nmax_lost_s = 1.5\n"))
+    assert caplog.records == []
 
 
 def test_bad_cli_value():

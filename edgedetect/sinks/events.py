@@ -77,7 +77,7 @@ class EventsExtension(StageThread):
         self.recording = recording
         numbers = itertools.count(1)
         self.followers = {
-            name: Follower(TrackerConfig(tracked_labels(cam_cfg), mc.min_frames, mc.max_missing, mc.iou),
+            name: Follower(TrackerConfig(tracked_labels(cam_cfg), **dataclasses.asdict(cfg.track)),
                            Scene.from_config(cam_cfg),
                            functools.partial(recording.wants, name) if recording is not None else None, name, numbers)
             for name, cam_cfg in camera_configs(cfg) if mc.enabled or cam_cfg.record.enabled}
