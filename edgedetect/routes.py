@@ -3,8 +3,8 @@ history provide them without importing the server."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,6 +12,7 @@ class Request:
     method: str  # GET, HEAD or DELETE
     path: str  # without the query
     query: dict[str, list[str]]
+    headers: Mapping[str, str] = field(default_factory=dict)  # names in lower case
 
 
 @dataclass(frozen=True, slots=True)

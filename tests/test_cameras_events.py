@@ -68,6 +68,7 @@ enabled = true
 dir = "{tmp / 'events'}"
 pre_s = 1
 post_s = 1
+max_clip_s = 5
 clips = {str(clips).lower()}
 [cameras.a]
 uri = "{VTEST}"
@@ -372,14 +373,15 @@ def test_the_store_and_the_api_name_each_events_camera(two) -> None:
             assert status == 200 and clip[4:8] == b"ftyp"
     store = EventStore(two.tmp / "events")
     stored = store.query(limit=1000)
-    with_clips = [e for e in stored if e.clip_bytes]
-    assert {e.camera for e in with_clips} == {"a", "b"}
-    for e in with_clips:
-        assert shape_of_clip(two.tmp / "events" / e.id / CLIP) == SIZES[e.camera], e.id
+    with_clips = [r for r in store.query_reviews(limit=1000) if r.clip_bytes]
+    assert {r.camera for r in with_clips} == {"a", "b"}
+    for r in with_clips:  # a review item's clip is cut from its own camera's frames
+        assert shape_of_clip(two.tmp / "events" / r.id / CLIP) == SIZES[r.camera], r.id
+        assert {o.camera for o in r.objects} == {r.camera}
     for e in stored:
         assert json.loads((two.tmp / "events" / e.id / META).read_text())["camera"] == e.camera
     store.close()
-    print(f"\n{len(stored)} events stored, {len(with_clips)} with clips "
+    print(f"\n{len(stored)} events stored, {len(with_clips)} review items with clips "
           f"(a {sum(e.camera == 'a' for e in with_clips)}, b {sum(e.camera == 'b' for e in with_clips)})")
 
 

@@ -44,6 +44,7 @@ enabled = true
 dir = "{tmp / 'events'}"
 pre_s = 2
 post_s = 1
+max_clip_s = 6
 [[zones]]
 name = "front"
 polygon = {json.dumps(FRONT)}
@@ -85,7 +86,7 @@ def test_api_events_and_filters(daemon) -> None:
     for e in evs:
         assert KEYS <= set(e) and e["label"] == "person" and set(e["zones"]) <= {"front"}
         assert e["snapshot"] == f"/events/{e['id']}/snapshot.jpg"
-        assert e["clip"] is None or e["clip"] == f"/events/{e['id']}/clip.mp4"
+        assert e["clip"] is None or e["clip"] == f"/reviews/{e['review']}/clip.mp4"  # its review item's
         assert e["end"] is None or e["end"] >= e["start"]
     with_clip = [e for e in evs if e["clip"]]
     assert with_clip
@@ -119,6 +120,13 @@ def test_api_events_and_filters(daemon) -> None:
     "/events/ID/snapshot.jpg/..",
     "/events/ID/.clip.mp4.tmp",
     "/events/ID/clip.avi",
+    "/events/ID/clip.mp4",  # an event's clip is its review item's
+    "/reviews/ID/clip.mp4",
+    "/reviews/rID/../index.sqlite3",
+    "/reviews/rID/review.json",
+    "/reviews/r1.000-1/clip.mp4",
+    "/api/reviews/r1.000-1",
+    "/api/reviews/..",
     "/events/ID",
     "/events/ID/",
     "/events/1.000-1/snapshot.jpg",  # a well-formed id that is not listed
@@ -181,7 +189,7 @@ def test_events_page_plays_a_clip(daemon, tmp_path: Path) -> None:
     assert "video-error" not in attrs, attrs
     assert float(attrs.get("playing", "0")) > 0.5, attrs  # the video's time advanced
     assert attrs["clip"] and int(attrs["count"]) >= 3
-    assert r.stdout.count('class="ev') >= 3 and "front" in r.stdout
+    assert r.stdout.count('class="item') >= 3 and "front" in r.stdout
     shot = Path(__file__).resolve().parent.parent / "build" / "events-page.png"
     shot.parent.mkdir(exist_ok=True)
     r = chromium(tmp_path, "--window-size=1280,900", "--virtual-time-budget=5000", f"--screenshot={shot}",

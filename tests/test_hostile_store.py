@@ -53,6 +53,11 @@ def fill_store(root: Path, n: int, zones=("door",)) -> EventStore:
     return store
 
 
+def reviews(store: EventStore) -> list[tuple]:
+    return [(r.id, r.camera, r.start, r.end, r.clip_bytes, r.boxes_bytes, r.clip_start, [o.id for o in r.objects])
+            for r in store.query_reviews(limit=10_000)]
+
+
 def event_id(store: EventStore, seq: int) -> str:
     return next(e.id for e in store.query(limit=10_000) if e.seq == seq)
 
@@ -140,12 +145,16 @@ def test_a_damaged_index_is_moved_aside_and_rebuilt_from_the_folders(tmp_path: P
     root = tmp_path / "ev"
     store = fill_store(root, 300)
     fourth = event_id(store, 4)
-    clip = root / fourth / ".clip.mp4.tmp"
+    store.begin_review("r2000000000.000-1", "", 2e9)
+    store.begin("2000000000.000-301", 301, "cat", 0.7, 2e9, 2e9 + 1, (0, 0, 1, 1), (), JPEG, JPEG,
+                review="r2000000000.000-1")
+    clip = store.clip_tmp("r2000000000.000-1")
     clip.write_bytes(b"\0\0\0\x18ftypmp42 a clip")
-    store.add_clip(fourth, clip, 1003.5, 1010.0)
+    assert store.add_clip("r2000000000.000-1", clip, 2e9 - 5, 2e9 + 6)
+    store.end_review("r2000000000.000-1", 2e9 + 1, b'{"t0":0,"objects":{}}')
     store.close()
     store = EventStore(root)  # an undamaged restart: open events closed at their last sighting
-    want = listing(store)
+    want, want_reviews = listing(store), reviews(store)
     store.close()
     index = root / "index.sqlite3"
     pages = index.stat().st_size // 4096
@@ -154,13 +163,15 @@ def test_a_damaged_index_is_moved_aside_and_rebuilt_from_the_folders(tmp_path: P
     again = EventStore(root)
     aside = [p.name for p in root.iterdir() if p.name.startswith("index.sqlite3.corrupt-")]
     assert len(aside) == 1 and again.rebuilt == 1
-    assert again.recovered["reindexed"] == 300
+    assert again.recovered["reindexed"] == 302  # 301 events and the review item with a clip
     assert listing(again) == want  # every event, its label, zones, end, pictures and clip
-    with again.open(fourth, CLIP) as f:
+    assert reviews(again) == want_reviews  # and every review item, with its objects
+    with again.open("r2000000000.000-1", CLIP) as f:
         assert f.read().startswith(b"\0\0\0\x18ftyp")
+    assert again.get(fourth).review == f"r{fourth}"  # an event stored without an item has its own
     # and the new index takes new events
-    again.begin("2000000000.000-301", 301, "cat", 0.7, 2e9, 2e9 + 1, (0, 0, 1, 1), (), JPEG, JPEG)
-    assert again.count() == 301
+    again.begin("2000000001.000-302", 302, "cat", 0.7, 2e9 + 1, 2e9 + 2, (0, 0, 1, 1), (), JPEG, JPEG)
+    assert again.count() == 302
 
 
 def test_an_index_damaged_in_use_is_rebuilt_and_reads_and_writes_go_on(tmp_path: Path) -> None:
@@ -170,10 +181,13 @@ def test_an_index_damaged_in_use_is_rebuilt_and_reads_and_writes_go_on(tmp_path:
     with store._lock:
         store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         store._db.execute("PRAGMA cache_size = 0")  # read pages from the file, as after a cache miss
+        leaves = [p for (p,) in store._db.execute("SELECT pageno FROM dbstat WHERE name = 'events' AND "
+                                                  "pagetype = 'leaf' ORDER BY pageno")]
     index = root / "index.sqlite3"
-    overwrite(index, (index.stat().st_size // 4096 // 2) * 4096, 4096)
+    overwrite(index, (leaves[len(leaves) // 2] - 1) * 4096, 4096)  # a page of the events in the middle
     assert [e.id for e in store.query(limit=1000)] == want  # answered from the rebuilt index
     assert store.rebuilt == 1
+    assert sorted(o.id for r in store.query_reviews(limit=1000) for o in r.objects) == sorted(want)
     store.begin("2000000000.000-201", 201, "cat", 0.7, 2e9, 2e9 + 1, (0, 0, 1, 1), ("door",), JPEG, JPEG)
     assert store.count() == 201 and store.get("2000000000.000-201").zones == ["door"]
 

@@ -56,6 +56,11 @@ def listed_files_complete(root: Path) -> tuple[int, int]:
                 frames = sum(1 for _ in c.decode(video=0))  # decodes to the end, or raises
             assert frames > 0
             clips += 1
+    for rid, folder, clip in db.execute("SELECT id, folder, clip_bytes FROM reviews WHERE clip_bytes > 0"):
+        assert folder == rid and clip == (root / rid / CLIP).stat().st_size
+        with av.open(str(root / rid / CLIP)) as c:
+            assert sum(1 for _ in c.decode(video=0)) > 0  # decodes to the end, or raises
+        clips += 1
     db.close()
     return pictures, clips
 
@@ -242,34 +247,35 @@ def test_vtest_events_zones_snapshots_clips(tmp_path: Path) -> None:
         assert snap.shape == (576, 768, 3) and 160 <= crop.shape[0] <= 576
     rows = []
     stop_t = max(e.end for e in events)
-    for e in events:
-        if not e.clip_bytes:
-            assert e.end > stop_t - 6, e  # only events still in their post-roll at the stop lack a clip
+    items = sorted(EventStore(store).query_reviews(limit=1000), key=lambda r: r.start)
+    assert sorted(o.id for r in items for o in r.objects) == sorted(e.id for e in events)
+    for r in items:
+        if not r.clip_bytes:
+            assert r.end is None or r.end > stop_t - 6, r  # only an item still in its post-roll at the stop
             continue
-        with av.open(str(store / e.id / CLIP)) as c:
+        with av.open(str(store / r.id / CLIP)) as c:
             s = c.streams.video[0]
             frames = [p for p in c.demux(s) if p.size]
         span = float(frames[-1].pts * frames[-1].time_base)
-        pre, post = e.start - e.clip_start, e.clip_end - e.end
+        first = min(o.start for o in r.objects)
+        pre, post = first - r.clip_start, r.clip_end - r.end
         rate = (len(frames) - 1) / span
-        rows.append((e.id, e.end - e.start, pre, post, e.clip_end - e.clip_start, len(frames), rate, e.zones))
-        want_pre = min(5.0, e.start - first_frame)
-        assert want_pre - 0.35 <= pre <= 5.0 + 1.15, (e.id, pre)  # keyframes every second
-        if e.end < stop_t - 6:  # not cut by the stop
-            assert 4.9 <= post <= 5.25, (e.id, post)
+        rows.append((r.id, len(r.objects), r.end - first, pre, post, r.clip_end - r.clip_start, len(frames), rate))
+        want_pre = min(5.0, first - first_frame)
+        assert want_pre - 0.35 <= pre <= 5.0 + 1.15, (r.id, pre)  # keyframes every second
+        if r.end < stop_t - 6:  # not cut by the stop
+            assert 4.9 <= post <= 5.25, (r.id, post)
         assert 9.0 <= rate <= 10.5  # the camera's rate, not the inference rate
-        assert abs((span + 0.1) - (e.clip_end - e.clip_start)) < 0.25
-    print("\nevent              event_s  pre_s  post_s  clip_s frames  fps  zones")
+        assert abs((span + 0.1) - (r.clip_end - r.clip_start)) < 0.25
+    print("\nreview item         objects  item_s  pre_s  post_s  clip_s frames  fps")
     for r in rows:
-        print(f"{r[0]:18} {r[1]:7.1f} {r[2]:6.2f} {r[3]:7.2f} {r[4]:7.2f} {r[5]:6d} {r[6]:4.1f}  {','.join(r[7])}")
-    total = sum(e.bytes for e in events)
-    clipped = [e for e in events if e.clip_bytes]
-    print(f"{len(events)} events ({len(in_front)} in 'front'), {len(clipped)} clips; bytes: "
-          f"{total / len(events) / 1e3:.0f} kB an event (snapshots {statistics.mean(e.snapshot_bytes for e in events) / 1e3:.0f} kB, "
-          f"clips {statistics.mean(e.clip_bytes for e in clipped) / 1e3:.0f} kB for "
-          f"{statistics.mean(e.clip_end - e.clip_start for e in clipped):.1f} s), written in all "
-          f"{stats['mb_written']} MB; recorder {stats['encode_ms_mean']} ms a frame")
-    assert len(rows) >= 10
+        print(f"{r[0]:19} {r[1]:7d} {r[2]:7.1f} {r[3]:6.2f} {r[4]:7.2f} {r[5]:7.2f} {r[6]:6d} {r[7]:4.1f}")
+    clip_bytes = sum(r.clip_bytes for r in items)
+    print(f"{len(events)} events ({len(in_front)} in 'front') in {len(items)} review items, {len(rows)} clips: "
+          f"snapshots {statistics.mean(e.snapshot_bytes for e in events) / 1e3:.0f} kB an event, clips "
+          f"{clip_bytes / 1e6:.2f} MB for {sum(r[5] for r in rows):.1f} s; written in all {stats['mb_written']} MB; "
+          f"recorder {stats['encode_ms_mean']} ms a frame")
+    assert rows
 
 
 @pytest.mark.slow
@@ -290,7 +296,7 @@ def test_nothing_written_while_nothing_happens(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_index_survives_sigkill_and_restart(tmp_path: Path) -> None:
     store = tmp_path / "events"
-    cfg = record_config(tmp_path, store)
+    cfg = record_config(tmp_path, store, extra="max_clip_s = 6")  # a busy hall: cut into 6 s items
     with DaemonProcess("run", "--config", str(cfg)) as d:
         d.wait_for(lambda: d.json("/api/stats")["record"]["clips_written"] >= 2, timeout=40)
         listed = {e["id"]: e for e in d.json("/api/events?limit=1000")["events"]}
@@ -307,6 +313,7 @@ def test_index_survives_sigkill_and_restart(tmp_path: Path) -> None:
     for eid, e in listed.items():
         if e["clip"]:
             assert after[eid]["clip"] == e["clip"]
+    assert all(e["review"] for e in after.values())  # every event in a review item
     assert not list(store.rglob("*.tmp"))
     pictures, clips = listed_files_complete(store)
     assert pictures == len(after)
@@ -387,7 +394,8 @@ def test_recorder_cost_on_inference_rate(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "edgedetect.toml").write_text(plain)
     (tmp_path / "b").mkdir()
-    recording = record_config(tmp_path / "b", tmp_path / "b" / "events", pace=False, loop=True)
+    recording = record_config(tmp_path / "b", tmp_path / "b" / "events", pace=False, loop=True,
+                              extra="max_clip_s = 5")
     runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
     last = {}
     for _ in range(2):

@@ -155,6 +155,8 @@ class EventsExtension(StageThread):
                 follower = None if item is None else self.followers.get(item.camera, self._only)
                 if item is not None and follower is not None:
                     self._deliver(follower, follower.feed(item.index, item.t, item.image, item.detections))
+                    if self.recording is not None:
+                        self.recording.seen(follower.camera, item.t, follower.positions(item.index))
                 elif (self._source_ended_at is not None and not self._ended_flushed
                       and clock.now() - self._source_ended_at >= 0.5):  # the last results are in
                     self._ended_flushed = True

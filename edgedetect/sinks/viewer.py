@@ -554,7 +554,7 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
             if method not in spec.methods:
                 self._error(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": ", ".join(sorted(spec.methods | {"HEAD"}))})
                 return
-            r = spec.handler(Request(self.command, path, query))
+            r = spec.handler(Request(self.command, path, query, {k.lower(): v for k, v in self.headers.items()}))
             self._send(r.status, r.body, r.content_type, dict(r.headers))
 
         def do_DELETE(self) -> None:

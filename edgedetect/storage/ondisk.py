@@ -7,10 +7,14 @@
     DIR/<id>/crop.jpg          the object with some surroundings
     DIR/<id>/clip.mp4          the clip
     DIR/<id>/.NAME.tmp         one of those being written
+    DIR/r<id>/review.json      a review item: the objects whose events overlap in time on one
+                               camera, from which its row in the index can be rebuilt
+    DIR/r<id>/clip.mp4         its clip (one per review item: no two cover the same seconds)
+    DIR/r<id>/boxes.json       each object's boxes over time, drawn over the clip on playback
 
 Users point [record] dir at a USB drive or a folder of their own, so the store claims a folder
 only when it is empty or holds nothing but what the store makes, and it deletes only those exact
-names, inside folders named by the event-id pattern, never through a symbolic link.
+names, inside folders named by the event-id or review-id pattern, never through a symbolic link.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
 ID_RE = re.compile(r"[0-9]{1,12}\.[0-9]{3}-[0-9]{1,9}")
+REVIEW_RE = re.compile(r"r[0-9]{1,12}\.[0-9]{3}-[0-9]{1,9}")
 MARKER = ".edgedetect-store"
 INDEX = "index.sqlite3"
 INDEX_FILES = frozenset({INDEX, f"{INDEX}-wal", f"{INDEX}-shm", f"{INDEX}-journal"})
@@ -35,6 +40,10 @@ TMP_SUFFIX = ".tmp"
 PROBE = ".write-probe"  # written and removed to learn whether writes work again
 OWN = frozenset((META, *FILES))
 TEMPORARY = frozenset(f".{n}{TMP_SUFFIX}" for n in OWN)
+REVIEW_META, BOXES = "review.json", "boxes.json"
+REVIEW_FILES = (CLIP, BOXES)
+REVIEW_OWN = frozenset((REVIEW_META, *REVIEW_FILES))
+REVIEW_TEMPORARY = frozenset(f".{n}{TMP_SUFFIX}" for n in REVIEW_OWN)
 META_MAX_BYTES = 64 * 1024
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -89,11 +98,21 @@ def _is_file(entry: os.DirEntry) -> bool:
     return entry.is_file(follow_symlinks=False)
 
 
+def is_review(folder: str) -> bool:
+    return REVIEW_RE.fullmatch(folder) is not None
+
+
+def own_names(folder: str) -> frozenset[str]:
+    """The names the store writes in a folder of this name (an event's or a review item's)."""
+    return REVIEW_OWN | REVIEW_TEMPORARY if is_review(folder) else OWN | TEMPORARY
+
+
 def _own_event_folder(entry: os.DirEntry) -> bool:
-    if not (_is_dir(entry) and ID_RE.fullmatch(entry.name)):
+    if not (_is_dir(entry) and (ID_RE.fullmatch(entry.name) or is_review(entry.name))):
         return False
+    own = own_names(entry.name)
     with os.scandir(entry.path) as inside:
-        return all(_is_file(f) and (f.name in OWN or f.name in TEMPORARY) for f in inside)
+        return all(_is_file(f) and f.name in own for f in inside)
 
 
 def claim(root: Path) -> bool:
@@ -119,10 +138,17 @@ def event_folders(root: Path) -> list[str]:
         return [e.name for e in entries if ID_RE.fullmatch(e.name) and _is_dir(e)]
 
 
+def review_folders(root: Path) -> list[str]:
+    """The ids of the real folders (not links) named like review items."""
+    with os.scandir(root) as entries:
+        return [e.name for e in entries if is_review(e.name) and _is_dir(e)]
+
+
 def _open_folder(root: Path, event_id: str) -> int:
-    """A descriptor of the event's folder; OSError (ELOOP, ENOTDIR) if it is a link or no folder."""
-    if not ID_RE.fullmatch(event_id):
-        raise FileNotFoundError(errno.ENOENT, "not an event id", event_id)
+    """A descriptor of the event's (or review item's) folder; OSError (ELOOP, ENOTDIR) if it is
+    a link or no folder."""
+    if not (ID_RE.fullmatch(event_id) or is_review(event_id)):
+        raise FileNotFoundError(errno.ENOENT, "not an event or review id", event_id)
     return os.open(root / event_id, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
 
 
@@ -158,21 +184,23 @@ def _regular_files(dfd: int, names: Iterable[str]) -> dict[str, int]:
 
 
 def sizes(root: Path, event_id: str) -> dict[str, int]:
-    """Bytes of each of the event's files that is there as a regular file (links are not counted)."""
+    """Bytes of each of the event's (or review item's) files that is there as a regular file
+    (links are not counted)."""
     try:
         dfd = _open_folder(root, event_id)
     except OSError:
         return {}
     try:
-        return _regular_files(dfd, FILES)
+        return _regular_files(dfd, REVIEW_FILES if is_review(event_id) else FILES)
     finally:
         os.close(dfd)
 
 
-def remove_own(root: Path, event_id: str, names: frozenset[str] = OWN | TEMPORARY) -> int:
-    """Removes the given names of the store's own (regular files only) from the event's folder,
-    then the folder if that left it empty. Returns how many files went. Anything else in the
-    folder stays, and so does the folder."""
+def remove_own(root: Path, event_id: str, names: frozenset[str] | None = None) -> int:
+    """Removes the given names of the store's own (regular files only; all of them by default)
+    from the event's or review item's folder, then the folder if that left it empty. Returns
+    how many files went. Anything else in the folder stays, and so does the folder."""
+    names = own_names(event_id) if names is None else names & own_names(event_id)
     try:
         dfd = _open_folder(root, event_id)
     except OSError:
@@ -193,11 +221,14 @@ def remove_own(root: Path, event_id: str, names: frozenset[str] = OWN | TEMPORAR
 # --- event.json ---------------------------------------------------------------------------------
 
 META_KEYS = ("id", "seq", "label", "score", "start", "last", "end", "frames", "box", "zones", "clip_start",
-             "clip_end", "camera")
+             "clip_end", "camera", "review")
 
 
-def meta_bytes(row: dict[str, Any]) -> bytes:
-    return json.dumps({k: row[k] for k in META_KEYS}, ensure_ascii=False, separators=(",", ":")).encode()
+REVIEW_KEYS = ("id", "camera", "start", "end", "objects", "clip_start", "clip_end")
+
+
+def meta_bytes(row: dict[str, Any], keys: tuple[str, ...] = META_KEYS) -> bytes:
+    return json.dumps({k: row[k] for k in keys}, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _number(v: Any, optional: bool = False) -> bool:
@@ -209,12 +240,8 @@ def _number(v: Any, optional: bool = False) -> bool:
 def read_meta(root: Path, event_id: str) -> dict[str, Any] | None:
     """The event's figures from its event.json, or None if it is missing, a link, too large or
     not what the store writes. An event.json without "camera" is read with camera ""."""
-    try:
-        with open_regular(root, event_id, META) as f:
-            raw = f.read(META_MAX_BYTES + 1)
-    except OSError:
-        return None
-    if len(raw) > META_MAX_BYTES:
+    raw = _read_small(root, event_id, META)
+    if raw is None:
         return None
     try:
         m = json.loads(raw)
@@ -225,7 +252,38 @@ def read_meta(root: Path, event_id: str) -> dict[str, Any] | None:
           and all(_number(m.get(k), optional=True) for k in ("end", "clip_start", "clip_end"))
           and isinstance(m.get("frames"), int) and isinstance(m.get("box"), list) and len(m["box"]) in (0, 4)
           and all(_number(v) for v in m["box"]) and isinstance(m.get("zones"), list)
-          and all(isinstance(z, str) for z in m["zones"]) and isinstance(m.get("camera", ""), str))
+          and all(isinstance(z, str) for z in m["zones"]) and isinstance(m.get("camera", ""), str)
+          and (m.get("review") is None or (isinstance(m["review"], str) and is_review(m["review"]))))
     if ok:
         m.setdefault("camera", "")
+        m.setdefault("review", None)
     return m if ok else None
+
+
+def read_review(root: Path, review_id: str) -> dict[str, Any] | None:
+    """A review item's figures from its review.json, or None as read_meta."""
+    raw = _read_small(root, review_id, REVIEW_META)
+    if raw is None:
+        return None
+    try:
+        m = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    ok = (isinstance(m, dict) and m.get("id") == review_id and isinstance(m.get("camera"), str)
+          and _number(m.get("start")) and all(_number(m.get(k), optional=True) for k in ("end", "clip_start", "clip_end"))
+          and isinstance(m.get("objects"), list) and all(isinstance(o, str) and ID_RE.fullmatch(o) for o in m["objects"]))
+    return m if ok else None
+
+
+def read_boxes(root: Path, review_id: str, max_bytes: int) -> bytes | None:
+    """A review item's boxes.json as written (the store wrote it; it is served as it is)."""
+    return _read_small(root, review_id, BOXES, max_bytes)
+
+
+def _read_small(root: Path, folder: str, name: str, max_bytes: int = META_MAX_BYTES) -> bytes | None:
+    try:
+        with open_regular(root, folder, name) as f:
+            raw = f.read(max_bytes + 1)
+    except OSError:
+        return None
+    return raw if len(raw) <= max_bytes else None

@@ -5,9 +5,11 @@ whose label [record] wants, it calls this module BEFORE it publishes the MQTT me
 snapshot a message refers to is on disk (renamed into place, fsync'ed) when the message leaves.
 
     start   the best-scoring frame so far: snapshot.jpg (whole frame, boxes drawn) and crop.jpg,
-            then the index row; the clip recorder of the event's camera begins its clip
+            then the index row, in the camera's open review item (a new item, with its clip
+            begun by the camera's clip recorder, when none is open)
     update  new pictures only when the best score rose; figures in the index
-    end     the end time; the clip runs post_s more, then the recorder hands it to the store
+    end     the end time; when it was the item's last live object, the clip runs post_s more,
+            then the recorder hands it to the store and the item is finished with its boxes
 
 Storage never stops detection: below min_free_mb (checked every few seconds, and at once after
 a write that failed for want of space) recording pauses with one warning and resumes by itself
@@ -23,6 +25,8 @@ labels, clips, pre_s, post_s, max_clip_s) and its own clip recorder, fed only it
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import logging
 import shutil
 import sqlite3
@@ -38,11 +42,12 @@ from edgedetect.config import Config, RecordConfig, camera_configs
 from edgedetect.pipeline.annotate import draw_result
 from edgedetect.frames import Frame, Result
 from edgedetect.storage import recorder as clips
+from edgedetect.storage import review
 from edgedetect.storage.history import History
 from edgedetect.storage.ondisk import NotOurs, StorageFull, is_full
 from edgedetect.storage.store import EventStore
-from edgedetect.tracking.events import ObjectEvent, Sighting, crop_region
-from edgedetect.tracking.tracker import TrackEvent
+from edgedetect.tracking.events import ObjectEvent, Sighting, crop_region, event_id as make_id
+from edgedetect.tracking.tracker import Box, TrackEvent
 
 log = logging.getLogger("edgedetect.storage.record")
 
@@ -84,9 +89,11 @@ class _Live:
 class _Camera:
     """What [record] keeps of one camera."""
 
+    name: str
     enabled: bool
     labels: frozenset[str]  # empty: all
     recorder: clips.ClipRecorder | None  # None: no clips of this camera
+    reviews: review.Grouper  # its review items (events thread)
 
 
 def wanted(cfg: Config) -> bool:
@@ -105,6 +112,7 @@ class Recording:
         why = clips.available() if any(c.record.enabled and c.record.clips for _, c in cameras) else None
         if why:
             log.warning("record: clips off: %s; snapshots and the index go on", why)
+        self._review_numbers = itertools.count(1)
         self.cameras = {name: self._camera(name, c.record, why is None) for name, c in cameras}
         self._lock = threading.Lock()
         self._live: dict[str, _Live] = {}
@@ -122,6 +130,7 @@ class Recording:
         self.write_errors = 0
         self.bytes_written = 0
         self.store: EventStore | None = None
+        self._switches: Any = None  # each camera's `recordings` switch (set over MQTT), from attach()
         self._open(clock.now())
 
     # --- a store that cannot be used ----------------------------------------------------------
@@ -183,14 +192,21 @@ class Recording:
     def _camera(self, name: str, rc: RecordConfig, clips_work: bool) -> _Camera:
         recorder = None
         if rc.enabled and rc.clips and clips_work:
-            recorder = clips.ClipRecorder(rc.pre_s, rc.post_s, rc.max_clip_s, self._clip_done, name=f"recorder {name}")
-        return _Camera(rc.enabled, frozenset(rc.labels), recorder)
+            # Review items are cut at max_clip_s; the recorder's own cap only guards against a
+            # clip that never ends (an item's post-roll and the keyframe it is cut on come on top).
+            hard_cap = rc.max_clip_s + rc.post_s + 2 * clips.KEYFRAME_S
+            recorder = clips.ClipRecorder(rc.pre_s, rc.post_s, hard_cap, self._clip_done, name=f"recorder {name}")
+        grouper = review.Grouper(rc.pre_s if recorder is not None else 0.0, rc.post_s if recorder is not None else 0.0,
+                                 rc.max_clip_s, lambda t: "r" + make_id(t, next(self._review_numbers)))
+        return _Camera(name, rc.enabled, frozenset(rc.labels), recorder, grouper)
 
     @property
     def recorders(self) -> list[clips.ClipRecorder]:
         return [c.recorder for c in self.cameras.values() if c.recorder is not None]
 
     def attach(self, hooks: Any) -> None:
+        self._switches = hooks.switches
+        self._check_labels(hooks.labels)
         if self.recorders:
             hooks.on_frame(self.on_frame)
         hooks.add_figures("record", self.stats)
@@ -202,16 +218,36 @@ class Recording:
         if cam is not None and cam.recorder is not None:
             cam.recorder.on_frame(frame)
 
+    def _check_labels(self, model_labels: Sequence[str]) -> None:
+        """One warning when [record] labels names a label the model cannot produce: such an
+        event would never be kept."""
+        if not model_labels:
+            return
+        have = set(model_labels)
+        missing = sorted({lb for cam in self.cameras.values() if cam.enabled for lb in cam.labels} - have)
+        if not missing:
+            return
+        nameless = all(lb.startswith("class ") for lb in model_labels)
+        fix = ("the model has no label names (its labels are 'class 0', 'class 1', ...): give it a labels file "
+               "with [model] labels = '/path/to/labels.txt', or name its classes that way in [record] labels"
+               if nameless else f"choose from the model's labels, such as {', '.join(sorted(have)[:8])}")
+        log.warning("record.labels: %s %s not among this model's labels, so no such event would ever be kept; %s",
+                    ", ".join(repr(m) for m in missing), "is" if len(missing) == 1 else "are", fix)
+
     def wants(self, camera: str, label: str) -> bool:
         cam = self.cameras.get(camera)
-        return cam is not None and cam.enabled and (not cam.labels or label in cam.labels)
+        return (cam is not None and cam.enabled and (not cam.labels or label in cam.labels)
+                and (self._switches is None or self._switches.on(camera, "recordings")))
 
     def start(self) -> None:
         for recorder in self.recorders:
             recorder.start()
 
     def stop(self) -> None:
-        """From the events thread once its last events are handled."""
+        """From the events thread once its last events are handled: open review items finished."""
+        now = clock.now()
+        for cam in self.cameras.values():
+            self._steps(cam, cam.reviews.flush(now))
         for recorder in self.recorders:
             recorder.stop()
 
@@ -289,13 +325,15 @@ class Recording:
             if self.fault:
                 return
         self._space_ok(now)
+        for cam in self.cameras.values():
+            self._steps(cam, cam.reviews.due(now))
         if now >= self._next_retention:
             self._next_retention = now + RETENTION_S
             self._retention()
 
     def _retention(self) -> None:
         with self._lock:
-            live = list(self._live)
+            live = list(self._live) + [c.reviews.item.id for c in self.cameras.values() if c.reviews.item is not None]
         if self.store is None or self.fault:
             return
         try:
@@ -334,9 +372,9 @@ class Recording:
             if ev.kind == "end":
                 with self._lock:
                     self._live.pop(event_id, None)
-                recorder = self._recorder(oe.camera)
-                if recorder is not None and ev.end_t is not None:
-                    recorder.end(event_id, ev.end_t)
+                cam = self.cameras.get(oe.camera)
+                if cam is not None:
+                    self._steps(cam, cam.reviews.ended(event_id, ev.end_t if ev.end_t is not None else ev.last_t))
                 self._retention()
             return {"snapshot": f"/events/{event_id}/snapshot.jpg"} if kept else {}
         except StorageFull as e:
@@ -351,9 +389,57 @@ class Recording:
             log.exception("record: event %s not kept", event_id)
             return {}
 
-    def _recorder(self, camera: str) -> clips.ClipRecorder | None:
+    def seen(self, camera: str, t: float, positions: list[tuple[str, Box]]) -> None:
+        """Events thread: where the camera's live objects were seen in the frame captured at t."""
         cam = self.cameras.get(camera)
-        return cam.recorder if cam is not None else None
+        if cam is not None and positions:
+            cam.reviews.seen(t, positions)
+
+    def _steps(self, cam: _Camera, steps: list[review.Step]) -> None:
+        """What a camera's review items call for, done in the store and its clip recorder. A
+        failure is handled as any write's (a paused store finishes no item: it is closed at
+        its next start, from its objects)."""
+        for step in steps:
+            try:
+                self._step(cam, step)
+            except StorageFull as e:
+                self._full(e)
+            except STORE_ERRORS as e:
+                self._failed(e)
+
+    def _step(self, cam: _Camera, step: review.Step) -> None:
+        store, recorder = self.store, cam.recorder
+        if isinstance(step, review.Open):
+            if store is None:
+                raise OSError("the event store is not open")
+            it = step.item
+            store.begin_review(it.id, cam.name, wall(it.start_t))
+            if recorder is not None:
+                recorder.begin(it.id, it.start_t, store.clip_tmp(it.id))
+        elif isinstance(step, review.Close):
+            if recorder is not None:
+                recorder.end(step.item.id, step.t)
+        elif isinstance(step, review.Resume):
+            if recorder is not None:
+                recorder.resume(step.item.id)
+        elif isinstance(step, review.Finish):
+            self._finish(step.item, step.t)
+        elif isinstance(step, review.Cut):
+            self._finish(step.item, step.t)
+            if store is None:
+                return
+            nxt = step.next
+            store.begin_review(nxt.id, cam.name, wall(nxt.start_t))
+            for event_id in step.continuing:
+                store.join_review(nxt.id, event_id)
+            if recorder is not None:
+                recorder.begin(nxt.id, nxt.start_t, store.clip_tmp(nxt.id))
+
+    def _finish(self, item: review.Item, t: float) -> None:
+        if self.store is not None:
+            boxes = json.dumps(review.boxes_json(item, wall), separators=(",", ":")).encode()
+            self.store.end_review(item.id, wall(t), boxes)
+            self._count_bytes(len(boxes))
 
     def _start(self, ev: TrackEvent, event_id: str, zones: Sequence[str], best: Sighting | None,
                now: float, camera: str) -> dict[str, Any]:
@@ -363,22 +449,37 @@ class Recording:
             return {}
         snapshot, crop = render(best, ev.label, self._jpeg)
         start = float(event_id.split("-", 1)[0])
+        cam = self.cameras[camera]
         try:
+            self._steps_or_raise(cam, cam.reviews.started(event_id, ev.label, ev.start_t))
+            item = cam.reviews.item
             self.store.begin(event_id, ev.seq, ev.label, ev.top_score, start, wall(ev.last_t), ev.top_box, zones,
-                             snapshot, crop, ev.frames, camera)
+                             snapshot, crop, ev.frames, camera, item.id if item is not None else None)
         except StorageFull as e:
             with self._lock:
                 self.skipped += 1
+            cam.reviews.ended(event_id, ev.start_t)
             self._full(e)
             return {}
+        except BaseException:
+            cam.reviews.ended(event_id, ev.start_t)
+            raise
         self._count_bytes(len(snapshot) + len(crop))
         with self._lock:
             self._live[event_id] = _Live(best.score)
             self.stored += 1
-        recorder = self._recorder(camera)
-        if recorder is not None:
-            recorder.begin(event_id, ev.start_t, self.store.clip_tmp(event_id))
         return {"snapshot": f"/events/{event_id}/snapshot.jpg"}
+
+    def _steps_or_raise(self, cam: _Camera, steps: list[review.Step]) -> None:
+        """A new event's steps (opening its item): a failure is the event's, and the item that
+        could not be opened is forgotten."""
+        try:
+            for step in steps:
+                self._step(cam, step)
+        except BaseException:
+            if any(isinstance(s, review.Open) for s in steps):
+                cam.reviews.item = None
+            raise
 
     def _count_bytes(self, n: int) -> None:
         with self._lock:
@@ -386,21 +487,21 @@ class Recording:
 
     # --- clips (recorder thread) -----------------------------------------------------------------
 
-    def _clip_done(self, event_id: str, path: Path | None, t0: float, t1: float, e: BaseException | None) -> None:
+    def _clip_done(self, review_id: str, path: Path | None, t0: float, t1: float, e: BaseException | None) -> None:
         if path is None:
             if e is not None and (is_full(e) or "No space" in str(e)):
                 self._full(e)
-                log.warning("record: the clip of %s was abandoned: %s", event_id, e)
+                log.warning("record: the clip of %s was abandoned: %s", review_id, e)
             elif isinstance(e, STORE_ERRORS):
                 self._failed(e)
             elif e is not None:
-                log.warning("record: the clip of %s failed: %s", event_id, e)
+                log.warning("record: the clip of %s failed: %s", review_id, e)
             return
         if self.store is None:
             return
         try:
             size = path.stat().st_size
-            if self.store.add_clip(event_id, path, wall(t0), wall(t1)):
+            if self.store.add_clip(review_id, path, wall(t0), wall(t1)):
                 self._count_bytes(size)
                 self._retention()
         except StorageFull as e:

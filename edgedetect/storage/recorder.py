@@ -1,6 +1,9 @@
 """Clips with pre-roll: every captured frame is encoded to H.264 as it arrives, the last
 `pre_s` seconds of packets wait in memory, and each event's clip is those packets plus the
 ones that follow until `post_s` after the event's end, written to an MP4 without re-encoding.
+A clip is a review item's (storage/review.py): one at a time per camera, and never two over the
+same seconds (a clip's pre-roll starts after the previous clip's last packet, and a clip that
+begins while another is open takes over from it at the next keyframe).
 
     capture thread ──on_frame──▶ bounded queue ──▶ recorder thread: BGR→I420, libx264 (1 thread)
                                                         │  packets ──▶ pre-roll ring (bytes-bounded)
@@ -79,7 +82,7 @@ class Packet:
 
 @dataclass
 class _Clip:
-    event_id: str
+    clip_id: str
     start_t: float  # event start (capture time)
     path: Path
     end_t: float | None = None
@@ -91,6 +94,7 @@ class _Clip:
     last_pts: int = -1
     packets: int = 0
     capped: bool = False  # reached max_clip_s
+    handed_over: bool = False  # a newer clip takes over at the next keyframe
 
 
 @dataclass
@@ -126,7 +130,7 @@ def merged_stats(recorders: list["ClipRecorder"]) -> dict[str, Any]:
     return total.as_dict()
 
 
-# on_done(event_id, path or None (failed), clip start t, clip end t, error or None)
+# on_done(clip id, path or None (failed), clip start t, clip end t, error or None)
 Done = Callable[[str, Path | None, float, float, BaseException | None], None]
 
 
@@ -144,6 +148,7 @@ class ClipRecorder(StageThread):
         self._ring: deque[Packet] = deque()
         self._ring_bytes = 0
         self._clips: dict[str, _Clip] = {}
+        self._covered_pts = -1  # the last packet written to any clip
         self._enc: Any = None
         self._size = (0, 0)
         self._t0 = 0.0
@@ -164,13 +169,18 @@ class ClipRecorder(StageThread):
             with self._lock:
                 self.figures.frames_dropped += 1
 
-    def begin(self, event_id: str, start_t: float, path: Path) -> None:
-        """Events thread: a clip for this event, from pre_s before `start_t`."""
-        self._cmds.put(("begin", (event_id, start_t, path)))
+    def begin(self, clip_id: str, start_t: float, path: Path) -> None:
+        """Events thread: a clip from pre_s before `start_t` (but after the previous clip); an
+        open clip ends where this one starts."""
+        self._cmds.put(("begin", (clip_id, start_t, path)))
 
-    def end(self, event_id: str, end_t: float) -> None:
-        """Events thread: the event's object was last seen at `end_t`; the clip runs post_s more."""
-        self._cmds.put(("end", (event_id, end_t)))
+    def end(self, clip_id: str, end_t: float) -> None:
+        """Events thread: the last object was last seen at `end_t`; the clip runs post_s more."""
+        self._cmds.put(("end", (clip_id, end_t)))
+
+    def resume(self, clip_id: str) -> None:
+        """Events thread: an object is back within the post-roll; the clip goes on."""
+        self._cmds.put(("end", (clip_id, None)))
 
     def stats(self) -> dict[str, Any]:
         return self.current().as_dict()
@@ -208,13 +218,15 @@ class ClipRecorder(StageThread):
             except queue.Empty:
                 return
             if cmd == "begin":
-                event_id, start_t, path = args
-                clip = _Clip(event_id, start_t, path)
-                self._clips[event_id] = clip
+                clip_id, start_t, path = args
+                for other in self._clips.values():
+                    other.handed_over = True
+                clip = _Clip(clip_id, start_t, path)
+                self._clips[clip_id] = clip
                 self._open(clip)
             elif cmd == "end":
-                event_id, end_t = args
-                clip = self._clips.get(event_id)
+                clip_id, end_t = args
+                clip = self._clips.get(clip_id)
                 if clip is not None:
                     clip.end_t = end_t
 
@@ -269,7 +281,9 @@ class ClipRecorder(StageThread):
         self._ring.append(pkt)
         self._ring_bytes += len(pkt.data)
         for clip in list(self._clips.values()):
-            if clip.out is not None:
+            if clip.handed_over and pkt.key and clip.packets:
+                self._close(clip)
+            elif clip.out is not None or not clip.handed_over:
                 self._write(clip, pkt)
         self._trim(pkt.t)
         self._finish_due(pkt.t)
@@ -298,9 +312,10 @@ class ClipRecorder(StageThread):
         self._open_empty(clip)
         if clip.out is None:
             return
-        # The pre-roll: from the newest keyframe at or before start - pre_s (or the oldest one).
+        # The pre-roll: from the newest keyframe at or before start - pre_s (or the oldest one),
+        # after what an earlier clip holds.
         want = clip.start_t - self.pre_s
-        keys = [i for i, p in enumerate(self._ring) if p.key]
+        keys = [i for i, p in enumerate(self._ring) if p.key and p.pts > self._covered_pts]
         if not keys:
             return  # the first keyframe to come starts the clip
         start = keys[0]
@@ -320,7 +335,7 @@ class ClipRecorder(StageThread):
             self._open_empty(clip)
             if clip.out is None:
                 return False
-        if clip.capped or p.pts <= clip.last_pts:
+        if clip.capped or p.pts <= clip.last_pts or (clip.first_pts is None and p.pts <= self._covered_pts):
             return True
         if clip.first_pts is None:
             if not p.key:
@@ -343,6 +358,7 @@ class ClipRecorder(StageThread):
             return False
         clip.last_pts, clip.last_t = p.pts, p.t
         clip.packets += 1
+        self._covered_pts = max(self._covered_pts, p.pts)
         return True
 
     def _open_empty(self, clip: _Clip) -> None:
@@ -372,7 +388,7 @@ class ClipRecorder(StageThread):
                 self._close(clip)
 
     def _close(self, clip: _Clip) -> None:
-        self._clips.pop(clip.event_id, None)
+        self._clips.pop(clip.clip_id, None)
         if clip.out is None:
             self._fail(clip, None)
             return
@@ -389,7 +405,7 @@ class ClipRecorder(StageThread):
             return
         with self._lock:
             self.figures.clips_written += 1
-        self._done(clip.event_id, clip.path, clip.first_t, clip.last_t + self._frame_s(), None)
+        self._done(clip.clip_id, clip.path, clip.first_t, clip.last_t + self._frame_s(), None)
 
     def _frame_s(self) -> float:
         """One frame's duration at the current rate, for a clip's end time."""
@@ -399,7 +415,7 @@ class ClipRecorder(StageThread):
         return 0.0
 
     def _fail(self, clip: _Clip, e: BaseException | None) -> None:
-        self._clips.pop(clip.event_id, None)
+        self._clips.pop(clip.clip_id, None)
         if clip.out is not None:
             try:
                 clip.out.close()
@@ -412,10 +428,10 @@ class ClipRecorder(StageThread):
             pass
         with self._lock:
             self.figures.clips_failed += 1
-        self._done(clip.event_id, None, 0.0, 0.0, e)
+        self._done(clip.clip_id, None, 0.0, 0.0, e)
 
-    def _done(self, event_id: str, path: Path | None, t0: float, t1: float, e: BaseException | None) -> None:
+    def _done(self, clip_id: str, path: Path | None, t0: float, t1: float, e: BaseException | None) -> None:
         try:
-            self._on_done(event_id, path, t0, t1, e)
+            self._on_done(clip_id, path, t0, t1, e)
         except Exception:  # noqa: BLE001
-            log.exception("recorder: clip of %s not handed over", event_id)
+            log.exception("recorder: clip %s not handed over", clip_id)

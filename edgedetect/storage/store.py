@@ -1,5 +1,12 @@
-"""The event store: one folder per event (see ondisk.py for what is on disk) and an index in
-SQLite (WAL).
+"""The event store: one folder per event and one per review item (see ondisk.py for what is
+on disk), and an index in SQLite (WAL).
+
+A review item groups the objects whose events overlap in time on one camera (a group of people
+walking through together is one thing to look at), and holds the one clip of those seconds and
+every object's boxes over time. Each event names the review item it started in; an object still
+in view when a long item is cut continues into the next one. Deleting and retention work on
+whole review items. An event stored without a review item (by `begin` without one, or listed
+from an event.json that names none) gets a review item of its own, whose folder is the event's.
 
 An event id is its start (wall-clock seconds, three decimals) and its number since the daemon
 started, e.g. `1732712345.123-7`; ids are checked against ID_RE before they are used in a path,
@@ -38,8 +45,9 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from edgedetect import clock
 from edgedetect.storage import ondisk
-from edgedetect.storage.ondisk import (CLIP, CROP, FILES, ID_RE, INDEX, INDEX_FILES, META, SNAPSHOT,
-                                            TEMPORARY, TMP_SUFFIX, StorageFull, write_atomic)
+from edgedetect.storage.ondisk import (BOXES, CLIP, CROP, FILES, ID_RE, INDEX, INDEX_FILES, META, REVIEW_FILES,
+                                       REVIEW_KEYS, REVIEW_META, SNAPSHOT, TEMPORARY, TMP_SUFFIX, StorageFull,
+                                       is_review, write_atomic)
 
 log = logging.getLogger("edgedetect.storage.store")
 
@@ -66,9 +74,28 @@ CREATE TABLE IF NOT EXISTS event_zones (
     zone TEXT NOT NULL,
     PRIMARY KEY (id, zone)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reviews (
+    id TEXT PRIMARY KEY,
+    camera TEXT NOT NULL DEFAULT '',
+    start REAL NOT NULL,
+    "end" REAL,
+    folder TEXT NOT NULL,
+    clip_bytes INTEGER NOT NULL DEFAULT 0,
+    boxes_bytes INTEGER NOT NULL DEFAULT 0,
+    clip_start REAL,
+    clip_end REAL
+);
+CREATE INDEX IF NOT EXISTS reviews_start ON reviews (start);
+CREATE TABLE IF NOT EXISTS review_events (
+    review TEXT NOT NULL REFERENCES reviews (id) ON DELETE CASCADE,
+    event TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    PRIMARY KEY (review, event)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS review_events_event ON review_events (event);
 """
 # Columns added, with ALTER TABLE, to an index that lacks them when it is opened.
-ADDED_COLUMNS = (("camera", "TEXT NOT NULL DEFAULT ''"),)
+ADDED_COLUMNS = (("camera", "TEXT NOT NULL DEFAULT ''"), ("review", "TEXT"))
+BOXES_MAX_BYTES = 8 * 1024 * 1024  # a boxes.json larger than this is not served
 CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
 
 
@@ -120,10 +147,27 @@ class Stored:
     clip_start: float | None
     clip_end: float | None
     camera: str = ""  # the camera that saw it ("" when its event.json names none)
+    review: str | None = None  # the review item it started in
 
     @property
     def bytes(self) -> int:
         return self.snapshot_bytes + self.clip_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """One review item as the index has it, with its objects (oldest first)."""
+
+    id: str
+    camera: str
+    start: float
+    end: float | None
+    folder: str  # where its clip is: its own folder, or the event's for an event's own item
+    clip_bytes: int
+    boxes_bytes: int
+    clip_start: float | None
+    clip_end: float | None
+    objects: list[Stored]
 
 
 class EventStore:
@@ -205,22 +249,30 @@ class EventStore:
             raise ValueError(f"not an event id: {event_id!r}")
         return self.root / event_id
 
-    def clip_tmp(self, event_id: str) -> Path:
-        """Where the recorder writes a clip before it is complete."""
-        return self.folder(event_id) / f".{CLIP}{TMP_SUFFIX}"
+    def review_folder(self, review_id: str) -> Path:
+        if not is_review(review_id):
+            raise ValueError(f"not a review id: {review_id!r}")
+        return self.root / review_id
+
+    def clip_tmp(self, review_id: str) -> Path:
+        """Where the recorder writes a review item's clip before it is complete."""
+        return self.review_folder(review_id) / f".{CLIP}{TMP_SUFFIX}"
 
     # --- writing (events thread, recorder thread) ---------------------------------------------
 
     def begin(self, event_id: str, seq: int, label: str, score: float, start: float, last: float,
               box: Iterable[float], zones: Iterable[str], snapshot: bytes, crop: bytes, frames: int = 0,
-              camera: str = "") -> None:
-        """A new event: its pictures first, then its event.json, then its row. A failure leaves
-        none of them; if the index is found damaged meanwhile, the rebuilt index lists the event."""
+              camera: str = "", review: str | None = None) -> None:
+        """A new event, in the listed review item `review` (None: an item of its own): its
+        pictures first, then its event.json, then its row. A failure leaves none of them; if the
+        index is found damaged meanwhile, the rebuilt index lists the event."""
         folder = self.folder(event_id)
+        if review is not None and not is_review(review):
+            raise ValueError(f"not a review id: {review!r}")
         box, zones = [round(v, 4) for v in box], sorted(set(zones))
         row = {"id": event_id, "seq": seq, "label": label, "score": score, "start": start, "last": last,
                "end": None, "frames": frames, "box": box, "zones": zones, "clip_start": None, "clip_end": None,
-               "camera": camera}
+               "camera": camera, "review": review or f"r{event_id}"}
         try:
             folder.mkdir(exist_ok=True)
             write_atomic(folder / SNAPSHOT, snapshot)
@@ -230,10 +282,14 @@ class EventStore:
             def insert() -> None:
                 self._db.execute(
                     'INSERT OR REPLACE INTO events (id, seq, label, score, start, last, frames, box, snapshot_bytes, '
-                    'camera) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                    'camera, review) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                     (event_id, seq, label, score, start, last, frames, _box_json(box), len(snapshot) + len(crop),
-                     camera))
+                     camera, row["review"]))
                 self._set_zones(event_id, zones)
+                if review is None:
+                    self._solo_review(event_id, camera, start, None)
+                elif not self._in_review(review, event_id):
+                    raise KeyError(f"review item {review} is not listed")
 
             self._commit(insert)
         except BaseException:
@@ -305,6 +361,83 @@ class EventStore:
         with self._lock, self._guard():
             return self._db.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is not None
 
+    def _solo_review(self, event_id: str, camera: str, start: float, end: float | None) -> None:
+        """An event's review item of its own, in the event's folder (under a transaction)."""
+        rid = f"r{event_id}"
+        self._db.execute('INSERT OR IGNORE INTO reviews (id, camera, start, "end", folder) VALUES (?, ?, ?, ?, ?)',
+                         (rid, camera, start, end, event_id))
+        self._db.execute("INSERT OR IGNORE INTO review_events (review, event) VALUES (?, ?)", (rid, event_id))
+        self._db.execute("UPDATE events SET review = ? WHERE id = ?", (rid, event_id))
+
+    def _in_review(self, review_id: str, event_id: str) -> bool:
+        """`event_id` added to the listed review item (under a transaction); False if it is not listed."""
+        if self._db.execute("SELECT 1 FROM reviews WHERE id = ?", (review_id,)).fetchone() is None:
+            return False
+        self._db.execute("INSERT OR IGNORE INTO review_events (review, event) VALUES (?, ?)", (review_id, event_id))
+        if self._db.execute("SELECT folder FROM reviews WHERE id = ?", (review_id,)).fetchone()[0] == review_id:
+            self._write_review_meta(review_id)
+        return True
+
+    # --- review items (events thread, recorder thread) ------------------------------------------
+
+    def begin_review(self, review_id: str, camera: str, start: float) -> None:
+        """A new review item (wall-clock start): its folder and review.json, then its row."""
+        folder = self.review_folder(review_id)
+        row = {"id": review_id, "camera": camera, "start": start, "end": None, "objects": [], "clip_start": None,
+               "clip_end": None}
+        try:
+            folder.mkdir(exist_ok=True)
+            write_atomic(folder / REVIEW_META, ondisk.meta_bytes(row, REVIEW_KEYS))
+            self._commit(lambda: self._db.execute(
+                'INSERT OR REPLACE INTO reviews (id, camera, start, folder) VALUES (?, ?, ?, ?)',
+                (review_id, camera, start, review_id)))
+        except BaseException:
+            ondisk.remove_own(self.root, review_id)
+            raise
+
+    def join_review(self, review_id: str, event_id: str) -> bool:
+        """A listed event (started in an earlier item) goes on in this one. False if either is gone."""
+        ok = False
+
+        def change() -> None:
+            nonlocal ok
+            ok = self._listed(event_id) and self._in_review(review_id, event_id)
+
+        self._commit(change)
+        return ok
+
+    def end_review(self, review_id: str, end: float, boxes: bytes) -> bool:
+        """The review item's last object has gone (wall-clock `end`); its boxes.json is written.
+        False if the item is gone."""
+        with self._lock:
+            if not self._review_listed(review_id):
+                return False
+            write_atomic(self.review_folder(review_id) / BOXES, boxes)
+
+            def change() -> None:
+                self._db.execute('UPDATE reviews SET "end" = ?, boxes_bytes = ? WHERE id = ?',
+                                 (end, len(boxes), review_id))
+                self._write_review_meta(review_id)
+
+            self._commit(change)
+        return True
+
+    def _review_listed(self, review_id: str) -> bool:
+        with self._lock, self._guard():
+            return self._db.execute("SELECT 1 FROM reviews WHERE id = ?", (review_id,)).fetchone() is not None
+
+    def _write_review_meta(self, review_id: str) -> None:
+        """review.json from the row and its objects (under the lock)."""
+        r = self._db.execute("SELECT * FROM reviews WHERE id = ?", (review_id,)).fetchone()
+        if r is None or r["folder"] != review_id:
+            return
+        row = dict(r)
+        row["objects"] = [e for (e,) in self._db.execute(
+            "SELECT re.event FROM review_events AS re JOIN events ON events.id = re.event WHERE re.review = ? "
+            "ORDER BY events.start",
+            (review_id,))]
+        write_atomic(self.review_folder(review_id) / REVIEW_META, ondisk.meta_bytes(row, REVIEW_KEYS))
+
     def _set_zones(self, event_id: str, zones: Iterable[str]) -> None:
         self._db.executemany("INSERT OR IGNORE INTO event_zones (id, zone) VALUES (?, ?)",
                              [(event_id, z) for z in zones])
@@ -319,21 +452,21 @@ class EventStore:
         row["zones"] = self._zones([event_id]).get(event_id, [])
         write_atomic(self.folder(event_id) / META, ondisk.meta_bytes(row))
 
-    def add_clip(self, event_id: str, tmp: Path, clip_start: float, clip_end: float) -> bool:
-        """A finished, fsync'ed clip at `tmp` becomes the event's clip; False (and the file
-        removed) if the event is gone."""
+    def add_clip(self, review_id: str, tmp: Path, clip_start: float, clip_end: float) -> bool:
+        """A finished, fsync'ed clip at `tmp` becomes the review item's clip; False (and the file
+        removed) if the item is gone."""
         with self._lock:
-            if not self._listed(event_id):
+            if not self._review_listed(review_id):
                 tmp.unlink(missing_ok=True)
                 return False
-            final = self.folder(event_id) / CLIP
+            final = self.review_folder(review_id) / CLIP
             os.replace(tmp, final)
             size = final.stat().st_size
 
             def change() -> None:
-                self._db.execute("UPDATE events SET clip_bytes = ?, clip_start = ?, clip_end = ? WHERE id = ?",
-                                 (size, clip_start, clip_end, event_id))
-                self._write_meta(event_id)
+                self._db.execute("UPDATE reviews SET clip_bytes = ?, clip_start = ?, clip_end = ? WHERE id = ?",
+                                 (size, clip_start, clip_end, review_id))
+                self._write_review_meta(review_id)
 
             self._commit(change)
         return True
@@ -351,7 +484,93 @@ class EventStore:
     def _row(self, r: sqlite3.Row, zones: list[str]) -> Stored:
         return Stored(r["id"], r["seq"], r["label"], r["score"], r["start"], r["last"], r["end"], r["frames"],
                       json.loads(r["box"]), zones, r["snapshot_bytes"], r["clip_bytes"], r["clip_start"],
-                      r["clip_end"], r["camera"])
+                      r["clip_end"], r["camera"], r["review"])
+
+    def _events(self, ids: list[str]) -> dict[str, Stored]:
+        """The listed events of `ids` (under the lock)."""
+        out: dict[str, Stored] = {}
+        zones = self._zones(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._db.execute(f"SELECT * FROM events WHERE id IN ({marks})", chunk):
+                out[r["id"]] = self._row(r, zones.get(r["id"], []))
+        return out
+
+    def _reviews(self, rows: list[sqlite3.Row]) -> list[Review]:
+        """Review rows with their objects, oldest object first (under the lock)."""
+        ids = [r["id"] for r in rows]
+        members: dict[str, list[str]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._db.execute(f"SELECT review, event FROM review_events WHERE review IN ({marks})", chunk):
+                members.setdefault(r["review"], []).append(r["event"])
+        events = self._events(sorted({e for m in members.values() for e in m}))
+        out = []
+        for r in rows:
+            objects = sorted((events[e] for e in members.get(r["id"], []) if e in events), key=lambda e: (e.start, e.seq))
+            out.append(Review(r["id"], r["camera"], r["start"], r["end"], r["folder"], r["clip_bytes"],
+                              r["boxes_bytes"], r["clip_start"], r["clip_end"], objects))
+        return out
+
+    @_once_more_if_rebuilt
+    def query_reviews(self, camera: str | None = None, label: str | None = None, zone: str | None = None,
+                      since: float | None = None, until: float | None = None, before: tuple[float, str] | None = None,
+                      limit: int = 50) -> list[Review]:
+        """Review items, newest first: started at or after `since` and before `until`, and (for
+        the next page) before the (start, id) of `before`; with `label` or `zone`, the items with
+        an object of that label or one that entered that zone."""
+        where, args = [], []
+        if camera:
+            where.append("camera = ?")
+            args.append(camera)
+        if label:
+            where.append("id IN (SELECT re.review FROM review_events AS re JOIN events ON events.id = re.event "
+                         "WHERE label = ?)")
+            args.append(label)
+        if zone:
+            where.append("id IN (SELECT re.review FROM review_events AS re JOIN event_zones ON event_zones.id = re.event "
+                         "WHERE zone = ?)")
+            args.append(zone)
+        if since is not None:
+            where.append("start >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("start < ?")
+            args.append(until)
+        if before is not None:
+            where.append("(start < ? OR (start = ? AND id < ?))")
+            args.extend((before[0], before[0], before[1]))
+        sql = "SELECT * FROM reviews" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY start DESC, id DESC LIMIT ?"
+        args.append(max(0, int(limit)))
+        with self._lock, self._guard():
+            return self._reviews(self._db.execute(sql, args).fetchall())
+
+    @_once_more_if_rebuilt
+    def get_review(self, review_id: str) -> Review | None:
+        if not is_review(review_id):
+            return None
+        with self._lock, self._guard():
+            rows = self._db.execute("SELECT * FROM reviews WHERE id = ?", (review_id,)).fetchall()
+            return self._reviews(rows)[0] if rows else None
+
+    @_once_more_if_rebuilt
+    def reviews_by_id(self, review_ids: Iterable[str]) -> dict[str, Review]:
+        ids = sorted({r for r in review_ids if r and is_review(r)})
+        with self._lock, self._guard():
+            rows = []
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                rows += self._db.execute(f"SELECT * FROM reviews WHERE id IN ({','.join('?' * len(chunk))})",
+                                         chunk).fetchall()
+            return {rv.id: rv for rv in self._reviews(rows)}
+
+    @_once_more_if_rebuilt
+    def count_reviews(self) -> int:
+        with self._lock, self._guard():
+            return self._db.execute("SELECT COUNT(*) FROM reviews").fetchone()[0]
 
     @_once_more_if_rebuilt
     def query(self, label: str | None = None, zone: str | None = None, since: float | None = None,
@@ -401,19 +620,30 @@ class EventStore:
             return self._row(r, self._zones([event_id]).get(event_id, []))
 
     def open(self, event_id: str, name: str) -> BinaryIO | None:
-        """A listed event's finished file, open for reading, or None. A link planted in the store
-        (for the file or its folder) is refused with one warning."""
-        if name not in FILES:
-            return None
-        ev = self.get(event_id)
-        if ev is None or (name == CLIP and not ev.clip_bytes) or (name != CLIP and not ev.snapshot_bytes):
-            return None
+        """A listed event's or review item's finished file, open for reading, or None. A link
+        planted in the store (for the file or its folder) is refused with one warning."""
+        if is_review(event_id):
+            rv = self.get_review(event_id)
+            if rv is None or name not in REVIEW_FILES:
+                return None
+            if (name == CLIP and not rv.clip_bytes) or (name == BOXES and not rv.boxes_bytes):
+                if name == CLIP and rv.folder != rv.id:  # an event's own item: the event's clip
+                    return self.open(rv.folder, CLIP)
+                return None
+            folder = rv.folder if name == CLIP else rv.id
+        else:
+            if name not in FILES:
+                return None
+            ev = self.get(event_id)
+            if ev is None or (name == CLIP and not ev.clip_bytes) or (name != CLIP and not ev.snapshot_bytes):
+                return None
+            folder = event_id
         try:
-            return ondisk.open_regular(self.root, event_id, name)
+            return ondisk.open_regular(self.root, folder, name)
         except FileNotFoundError:
             return None
         except OSError as e:
-            where = f"{event_id}/{name}"
+            where = f"{folder}/{name}"
             with self._lock:
                 first = where not in self._refused and len(self._refused) < 1000
                 self._refused.add(where)
@@ -432,6 +662,7 @@ class EventStore:
         """Bytes of every listed file plus the index itself."""
         with self._lock, self._guard():
             files = self._db.execute("SELECT COALESCE(SUM(snapshot_bytes + clip_bytes), 0) FROM events").fetchone()[0]
+            files += self._db.execute("SELECT COALESCE(SUM(clip_bytes + boxes_bytes), 0) FROM reviews").fetchone()[0]
         index = sum((self.root / n).stat().st_size for n in INDEX_FILES if (self.root / n).is_file())
         return int(files) + index
 
@@ -439,10 +670,52 @@ class EventStore:
 
     @_once_more_if_rebuilt
     def delete(self, event_id: str) -> bool:
-        """event.json first (so a crash cannot bring the event back from its folder), then the
-        row, then the store's own files; whatever else is in the folder stays."""
+        """One event; a review item it leaves with no object goes with it."""
         if not ID_RE.fullmatch(event_id) or not self._listed(event_id):
             return False
+        with self._lock, self._guard():
+            reviews = [r for (r,) in self._db.execute("SELECT review FROM review_events WHERE event = ?", (event_id,))]
+        gone = self._drop_event(event_id)
+        for rid in reviews:
+            with self._lock, self._guard():
+                empty = self._db.execute("SELECT 1 FROM review_events WHERE review = ?", (rid,)).fetchone() is None
+            if empty:
+                self._drop_review(rid)
+            else:
+                with self._lock, contextlib.suppress(OSError):
+                    self._write_review_meta(rid)
+        return gone
+
+    @_once_more_if_rebuilt
+    def delete_review(self, review_id: str) -> bool:
+        """A review item, its clip and boxes, and its objects that are in no other item."""
+        if not is_review(review_id) or not self._review_listed(review_id):
+            return False
+        with self._lock, self._guard():
+            only_here = [e for (e,) in self._db.execute(
+                "SELECT event FROM review_events AS a WHERE review = ? AND NOT EXISTS "
+                "(SELECT 1 FROM review_events AS b WHERE b.event = a.event AND b.review != a.review)", (review_id,))]
+        # What could bring them back from their folders first, then the rows (one commit), then the files.
+        own = (self.root / review_id).is_dir()
+        for eid in only_here:
+            ondisk.remove_own(self.root, eid, frozenset({META}))
+        if own:
+            ondisk.remove_own(self.root, review_id, frozenset({REVIEW_META}))
+
+        def drop() -> None:
+            self._db.executemany("DELETE FROM events WHERE id = ?", [(e,) for e in only_here])
+            self._db.execute("DELETE FROM reviews WHERE id = ?", (review_id,))
+
+        self._commit(drop)
+        for eid in only_here:
+            ondisk.remove_own(self.root, eid)
+        if own:
+            ondisk.remove_own(self.root, review_id)
+        return True
+
+    def _drop_event(self, event_id: str) -> bool:
+        """event.json first (so a crash cannot bring the event back from its folder), then the
+        row, then the store's own files; whatever else is in the folder stays."""
         ondisk.remove_own(self.root, event_id, frozenset({META}))
         with self._lock, self._guard():
             gone = self._db.execute("DELETE FROM events WHERE id = ?", (event_id,)).rowcount > 0
@@ -450,34 +723,45 @@ class EventStore:
             ondisk.remove_own(self.root, event_id)
         return gone
 
+    def _drop_review(self, review_id: str) -> bool:
+        """review.json first, then the row, then its own files (an event's own item has none)."""
+        own = is_review(review_id) and (self.root / review_id).is_dir()
+        if own:
+            ondisk.remove_own(self.root, review_id, frozenset({REVIEW_META}))
+        with self._lock, self._guard():
+            gone = self._db.execute("DELETE FROM reviews WHERE id = ?", (review_id,)).rowcount > 0
+        if own:
+            ondisk.remove_own(self.root, review_id)
+        return gone
+
     def enforce(self, now_wall: float | None = None, live: Iterable[str] = ()) -> int:
-        """Retention: delete the oldest events beyond max_days, then beyond max_bytes; events
-        still live are kept. Returns how many were deleted."""
+        """Retention, by whole review items: the oldest beyond max_days, then beyond max_bytes; an
+        item that is live (its id or one of its events' ids in `live`) is kept. Returns how many
+        events were deleted."""
         now_wall = clock.wall() if now_wall is None else now_wall
         keep = set(live)
         deleted = 0
-        if self.max_age_s > 0:
-            with self._lock, self._guard():
-                old = [r[0] for r in self._db.execute("SELECT id FROM events WHERE start < ? ORDER BY start",
-                                                      (now_wall - self.max_age_s,))]
-            for eid in old:
-                if eid not in keep and self.delete(eid):
-                    deleted += 1
-        if self.max_bytes != float("inf"):
-            total = self.total_bytes()
-            if total > self.max_bytes:
-                with self._lock, self._guard():
-                    rows = self._db.execute("SELECT id, snapshot_bytes + clip_bytes FROM events ORDER BY start, seq"
-                                            ).fetchall()
-                for eid, size in rows:
-                    if total <= self.max_bytes:
-                        break
-                    if eid in keep:
-                        continue
-                    if self.delete(eid):
-                        deleted += 1
-                        total -= size
+        with self._lock, self._guard():
+            rows = self._db.execute(
+                "SELECT reviews.id, reviews.start, reviews.clip_bytes + reviews.boxes_bytes "
+                "+ COALESCE(SUM(events.snapshot_bytes + events.clip_bytes), 0), GROUP_CONCAT(events.id) "
+                "FROM reviews LEFT JOIN review_events AS re ON re.review = reviews.id LEFT JOIN events ON events.id = re.event "
+                "GROUP BY reviews.id ORDER BY reviews.start, reviews.id").fetchall()
+        total = self.total_bytes() if self.max_bytes != float("inf") else 0
+        for rid, start, size, members in rows:
+            old = self.max_age_s > 0 and start < now_wall - self.max_age_s
+            if not old and total <= self.max_bytes:
+                break
+            if rid in keep or any(e in keep for e in (members or "").split(",")):
+                continue
+            before = self.count()
+            if self.delete_review(rid):
+                deleted += before - self.count()
+                total -= size
         if deleted:
+            # The deletions' pages in the WAL count against max_mb too: written back and truncated.
+            with self._lock, self._guard(), contextlib.suppress(sqlite3.OperationalError):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self.deleted += deleted
             log.info("record: retention deleted %d oldest event(s); the store holds %.1f MB in %d events",
                      deleted, self.total_bytes() / 1e6, self.count())
@@ -510,12 +794,55 @@ class EventStore:
             missing = set(rows) - set(ondisk.event_folders(self.root))
             for eid in missing:
                 out["fixed"] += self._check_files(rows[eid])
+            self._recover_reviews(out)
         if any(out.values()):
             log.info("record: index %s recovered: %d open event(s) closed, %d temporary file(s) removed, "
                      "%d entr%s fixed, %d event(s) listed again from their folders", self.root / INDEX,
                      out["closed"], out["removed_files"], out["fixed"], "y" if out["fixed"] == 1 else "ies",
                      out["reindexed"])
         return out
+
+    def _recover_reviews(self, out: dict[str, int]) -> None:
+        """The review items' part of _recover (under the lock)."""
+        listed = {r["id"]: r for r in self._db.execute("SELECT id, folder, clip_bytes, boxes_bytes FROM reviews")}
+        for rid in ondisk.review_folders(self.root):
+            out["removed_files"] += ondisk.remove_own(self.root, rid, ondisk.REVIEW_TEMPORARY)
+            if rid in listed:
+                continue
+            meta = ondisk.read_review(self.root, rid)
+            if meta is None:
+                out["removed_files"] += ondisk.remove_own(self.root, rid)
+                continue
+            have = ondisk.sizes(self.root, rid)
+            self._db.execute(
+                'INSERT INTO reviews (id, camera, start, "end", folder, clip_bytes, boxes_bytes, clip_start, clip_end) '
+                'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                (rid, meta["camera"], meta["start"], meta["end"], rid, have.get(CLIP, 0), have.get(BOXES, 0),
+                 meta["clip_start"], meta["clip_end"]))
+            self._db.executemany("INSERT OR IGNORE INTO review_events (review, event) SELECT ?, id FROM events WHERE id = ?",
+                                 [(rid, e) for e in meta["objects"]])
+            out["reindexed"] += 1
+        for rid, r in listed.items():
+            if r["folder"] != rid:
+                continue
+            have = ondisk.sizes(self.root, rid)
+            if (r["clip_bytes"] and CLIP not in have) or (r["boxes_bytes"] and BOXES not in have):
+                self._db.execute("UPDATE reviews SET clip_bytes = ?, boxes_bytes = ? WHERE id = ?",
+                                 (r["clip_bytes"] if CLIP in have else 0, r["boxes_bytes"] if BOXES in have else 0, rid))
+                out["fixed"] += 1
+        self._db.execute(
+            'UPDATE reviews SET "end" = COALESCE((SELECT MAX(events."end") FROM review_events AS re JOIN events ON '
+            'events.id = re.event WHERE re.review = reviews.id), start) WHERE "end" IS NULL').rowcount
+        # Events in no review item: the one their event.json names if it is listed, else one of their own.
+        self._db.execute("INSERT OR IGNORE INTO review_events (review, event) SELECT review, id FROM events WHERE "
+                         "review IN (SELECT id FROM reviews) AND id NOT IN (SELECT event FROM review_events)")
+        for r in self._db.execute('SELECT id, camera, start, "end" FROM events WHERE id NOT IN '
+                                  '(SELECT event FROM review_events)').fetchall():
+            self._solo_review(r["id"], r["camera"], r["start"], r["end"])
+        # Items whose objects are all gone (deleted, or lost with their folders) go too.
+        for (rid,) in self._db.execute("SELECT id FROM reviews WHERE id NOT IN (SELECT review FROM review_events) "
+                                       "AND \"end\" IS NOT NULL").fetchall():
+            self._drop_review(rid)
 
     def _check_files(self, r: sqlite3.Row) -> int:
         """A listed event's sizes set to what is on disk: 1 if they changed."""
@@ -535,14 +862,20 @@ class EventStore:
         end = m["end"] if m["end"] is not None else m["last"]
         self._db.execute(
             'INSERT INTO events (id, seq, label, score, start, last, "end", frames, box, snapshot_bytes, clip_bytes, '
-            'clip_start, clip_end, camera) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            'clip_start, clip_end, camera, review) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
             (m["id"], m["seq"], m["label"], m["score"], m["start"], m["last"], end, m["frames"],
-             _box_json(m["box"]), snap, have.get(CLIP, 0), m["clip_start"], m["clip_end"], m["camera"]))
+             _box_json(m["box"]), snap, have.get(CLIP, 0), m["clip_start"], m["clip_end"], m["camera"], m["review"]))
         self._set_zones(m["id"], m["zones"])
 
 
-def event_json(ev: Stored, base: str = "") -> dict[str, Any]:
-    """An event as the API gives it; `snapshot`, `crop` and `clip` are URL paths on this server."""
+def event_json(ev: Stored, base: str = "", review: Review | None = None) -> dict[str, Any]:
+    """An event as the API gives it; `snapshot`, `crop` and `clip` are URL paths on this server.
+    Its clip is its review item's (`review`, when given and it has one)."""
+    clip, clip_start, clip_end = None, ev.clip_start, ev.clip_end
+    if ev.clip_bytes:
+        clip = f"{base}/events/{ev.id}/{CLIP}"
+    elif review is not None and review.clip_bytes:
+        clip, clip_start, clip_end = f"{base}/reviews/{review.id}/{CLIP}", review.clip_start, review.clip_end
     return {
         "id": ev.id,
         "seq": ev.seq,
@@ -556,10 +889,37 @@ def event_json(ev: Stored, base: str = "") -> dict[str, Any]:
         "frames": ev.frames,
         "box": ev.box,
         "zones": ev.zones,
+        "review": ev.review,
         "snapshot": f"{base}/events/{ev.id}/snapshot.jpg" if ev.snapshot_bytes else None,
         "crop": f"{base}/events/{ev.id}/crop.jpg" if ev.snapshot_bytes else None,
-        "clip": f"{base}/events/{ev.id}/{CLIP}" if ev.clip_bytes else None,
-        "clip_start": ev.clip_start,
-        "clip_end": ev.clip_end,
+        "clip": clip,
+        "clip_start": clip_start,
+        "clip_end": clip_end,
         "bytes": ev.bytes,
+    }
+
+
+def review_json(rv: Review, base: str = "") -> dict[str, Any]:
+    """A review item as the API gives it, with its objects as event_json gives them."""
+    objects = [event_json(o, base, rv) for o in rv.objects]
+    own_clip = rv.clip_bytes > 0
+    legacy = next((o for o in rv.objects if o.clip_bytes), None) if rv.folder != rv.id else None
+    best = max(rv.objects, key=lambda o: o.score, default=None)
+    last = max((o.end if o.end is not None else o.last for o in rv.objects), default=rv.start)
+    end = rv.end
+    return {
+        "id": rv.id,
+        "camera": rv.camera,
+        "start": rv.start,
+        "end": end,
+        "duration": round(max(0.0, (end if end is not None else last) - rv.start), 3),
+        "labels": sorted({o.label for o in rv.objects}),
+        "zones": sorted({z for o in rv.objects for z in o.zones}),
+        "objects": objects,
+        "thumbnail": f"{base}/events/{best.id}/crop.jpg" if best is not None and best.snapshot_bytes else None,
+        "clip": (f"{base}/reviews/{rv.id}/{CLIP}" if own_clip or legacy is not None else None),
+        "clip_start": rv.clip_start if own_clip else (legacy.clip_start if legacy is not None else None),
+        "clip_end": rv.clip_end if own_clip else (legacy.clip_end if legacy is not None else None),
+        "boxes": f"{base}/reviews/{rv.id}/{BOXES}" if rv.boxes_bytes else None,
+        "bytes": rv.clip_bytes + rv.boxes_bytes + sum(o.bytes for o in rv.objects),
     }

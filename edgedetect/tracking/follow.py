@@ -9,7 +9,7 @@ import numpy as np
 
 from edgedetect.frames import Detection
 from edgedetect.tracking.events import ObjectEvent, Sighting, event_id
-from edgedetect.tracking.tracker import Tracker, TrackerConfig, TrackEvent
+from edgedetect.tracking.tracker import Box, Tracker, TrackerConfig, TrackEvent
 from edgedetect.tracking.zones import Scene
 
 
@@ -45,6 +45,11 @@ class Follower:
     def counts(self) -> dict[str, int]:
         """Objects of each label whose event is live."""
         return self.tracker.counts()
+
+    def positions(self, index: int) -> list[tuple[str, Box]]:
+        """(event id, box) of each started object matched in the frame of this index."""
+        return [(self._ids[tr.seq], tr.box) for tr in self.tracker.tracks
+                if tr.started and tr.last_frame == index and not tr.misses and tr.seq in self._ids]
 
     def live_in_zones(self) -> dict[tuple[str, str], int]:
         """(zone, label) -> live objects standing in the zone now."""
