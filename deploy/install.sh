@@ -254,7 +254,7 @@ install_program() {
         # Build out of tree: the source dir may be read-only or owned by another user.
         local build
         build="$(mktemp -d)"
-        cp -r "$SOURCE_DIR/pyproject.toml" "$SOURCE_DIR/edgedetect" "$SOURCE_DIR/models" "$build/"
+        cp -r "$SOURCE_DIR/pyproject.toml" "$SOURCE_DIR/LICENSE" "$SOURCE_DIR/edgedetect" "$SOURCE_DIR/models" "$build/"
         if [ -f "$SOURCE_DIR/README.md" ]; then cp "$SOURCE_DIR/README.md" "$build/"; fi
         "$VENV/bin/python" -m pip install "${pip_flags[@]}" "$build"
         rm -rf "$build"

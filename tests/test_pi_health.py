@@ -16,7 +16,7 @@ from conftest import VTEST
 from daemonproc import DaemonProcess
 from edgedetect import doctor
 from edgedetect.cli import build_parser
-from edgedetect.pipeline.report import StatsReporter, log_sink
+from edgedetect.pipeline.report import LogSink, StatsReporter
 from edgedetect.pipeline.state import SourceState
 from edgedetect.pipeline.stats import CameraStats, DetectorStats, Figures
 from edgedetect.system.procfs import MEMINFO_FILE
@@ -62,7 +62,7 @@ def test_throttling_logged_once_when_it_starts_and_once_when_it_ends(tmp_path, c
     root = sysfs(tmp_path / "sys")
     stats = pipeline_figures(root, meminfo(tmp_path / "proc"))
     lines: list[dict] = []
-    reporter = StatsReporter(stats, 0.05, [log_sink, lines.append])
+    reporter = StatsReporter(stats, 0.05, [LogSink(), lines.append])
 
     def after_lines(n: int) -> None:
         target = len(lines) + n
