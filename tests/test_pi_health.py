@@ -168,7 +168,8 @@ def test_daemon_logs_each_health_transition_once(tmp_path):
         "INFO edgedetect.system.health: under-voltage cleared (throttled=0x10000)",
     ], health
     stats_lines = [ln for ln in out.splitlines() if "edgedetect.pipeline.stats:" in ln]
-    assert all("cma_total_mb=512.0 cma_free_mb=390.6" in ln for ln in stats_lines)
+    # CMA is in /api/stats and the journal fields; the short line leaves it out, and a shortage is a WARNING
+    assert stats_lines and not any("cma" in ln for ln in stats_lines)
     # several stats lines saw each state of the word; the log has one line per change
     assert sum("throttled=0x10001" in ln for ln in stats_lines) >= 2
     assert sum("throttled=0x10000" in ln for ln in stats_lines) >= 2

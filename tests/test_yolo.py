@@ -8,7 +8,6 @@ import io
 import logging
 import math
 import platform
-import statistics
 import subprocess
 import sys
 import zipfile

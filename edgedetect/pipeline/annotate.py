@@ -58,7 +58,7 @@ def label_size(text: str, scale: float, thick: int) -> tuple[int, int, int]:
     return tw + 4, th + base + 2, base
 
 
-def _label(img: np.ndarray, text: str, rect: Rect, colour: tuple[int, ...], scale: float, thick: int,
+def draw_label(img: np.ndarray, text: str, rect: Rect, colour: tuple[int, ...], scale: float, thick: int,
            ink: tuple[int, ...] = (0, 0, 0)) -> None:
     x0, y0, x1, y1 = rect
     base = label_size(text, scale, thick)[2]
@@ -85,7 +85,7 @@ def draw_result(img: np.ndarray, result: Result, banner: str = "") -> np.ndarray
     for text in lines:  # top left, one under the other
         lw, lh, _ = label_size(text, scale, text_thick)
         rect = (4, y + 4, 4 + lw, y + 4 + lh)
-        _label(img, text, rect, (255, 255, 255), scale, text_thick)
+        draw_label(img, text, rect, (255, 255, 255), scale, text_thick)
         taken.append(rect)
         y = rect[3]
     boxes = [d.pixel_box(w, h) for d in result.detections]
@@ -95,7 +95,7 @@ def draw_result(img: np.ndarray, result: Result, banner: str = "") -> np.ndarray
     sizes = [label_size(t, scale, text_thick)[:2] for t in texts]
     rects = place_labels(sizes, [(b[0], b[1]) for b in boxes], w, h, taken)
     for d, text, rect in zip(result.detections, texts, rects):
-        _label(img, text, rect, palette(d.class_id), scale, text_thick)
+        draw_label(img, text, rect, palette(d.class_id), scale, text_thick)
     return img
 
 

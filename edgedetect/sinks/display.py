@@ -23,8 +23,9 @@ from edgedetect import clock
 from edgedetect.errors import DisplayError
 from edgedetect.extensions import Hooks
 from edgedetect.frames import Detection, Result
-from edgedetect.pipeline.annotate import label_size, palette, place_labels
+from edgedetect.pipeline.annotate import draw_label, label_size, palette, place_labels
 from edgedetect.pipeline.stage import StageThread
+from edgedetect.sinks.screens import Canvas, open_screen
 from edgedetect.system import drm
 from edgedetect.system.logs import RepeatedFailures
 
@@ -47,12 +48,9 @@ def draw_overlay(detections: list[Detection], size: tuple[int, int]) -> np.ndarr
         b, g, r = palette(d.class_id)
         cv2.rectangle(img, (x0, y0), (x1, y1), (r, g, b, BOX_ALPHA), thick)
     sizes = [label_size(t, scale, 1)[:2] for t in texts]
-    for d, text, (x0, y0, x1, y1) in zip(detections, texts, place_labels(sizes, [b[:2] for b in boxes], w, h)):
+    for d, text, rect in zip(detections, texts, place_labels(sizes, [b[:2] for b in boxes], w, h)):
         b, g, r = palette(d.class_id)
-        base = label_size(text, scale, 1)[2]
-        cv2.rectangle(img, (x0, y0), (x1, y1), (r, g, b, LABEL_ALPHA), cv2.FILLED)
-        cv2.putText(img, text, (x0 + 2, y1 - base - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0, 255), 1,
-                    cv2.LINE_AA)
+        draw_label(img, text, rect, (r, g, b, LABEL_ALPHA), scale, 1, ink=(0, 0, 0, 255))
     return img
 
 
@@ -164,8 +162,6 @@ class ScreenTarget:
     """The cameras' annotated frames on a canvas the size of the screen, then onto the screen."""
 
     def __init__(self, screen: Any, cameras: list[str], line: Callable[[str], str]):
-        from edgedetect.sinks.screens import Canvas
-
         self.screen = screen
         self.canvas = Canvas(screen.layout.width, screen.layout.height, cameras)
         self._line = line
@@ -306,8 +302,6 @@ def attach(hooks: Hooks, preview: Callable[[str], Any] = preview_kind) -> Monito
 
 
 def _kms_monitor(hooks: Hooks, cameras: list[str]) -> Monitor:
-    from edgedetect.sinks.screens import open_screen
-
     screen = open_screen(hooks.cfg.display.device, hooks.cfg.stats.sysfs_root, hooks.cfg.stats.procfs_root)
     log.info("display: %s, %s", screen.describe(),
              f"{len(cameras)} cameras in a grid" if len(cameras) > 1 else f"camera {cameras[0]}")
@@ -316,7 +310,9 @@ def _kms_monitor(hooks: Hooks, cameras: list[str]) -> Monitor:
 
 def _preview_monitor(hooks: Hooks, name: str, mode: str, preview: Callable[[str], Any]) -> Monitor:
     source = hooks.sources[name]
-    if not _is_picam(source) or source.camera is None:
+    if _is_picam(source) and source.camera is None:
+        raise DisplayError(f"display: camera {name!r}: the Pi camera is not open")
+    if not _is_picam(source):
         raise DisplayError(f"display.mode = {mode!r} shows the Pi camera's own preview, and camera {name!r} is "
                            f"{getattr(source, 'name', '?')!r}: set [display] mode = \"kms\" (or \"auto\") to see "
                            "any source on the monitor")

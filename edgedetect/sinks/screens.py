@@ -9,7 +9,6 @@ Linux framebuffer (`/dev/fb0`): one buffer, its geometry read from sysfs, writte
 
 from __future__ import annotations
 
-import logging
 import math
 import mmap
 import os
@@ -25,8 +24,6 @@ from edgedetect.errors import DisplayError
 from edgedetect.frames import Result
 from edgedetect.pipeline.annotate import draw_result
 from edgedetect.system import drm
-
-log = logging.getLogger("edgedetect.sinks.display")
 
 # DRM fourcc -> (bytes per pixel, OpenCV conversion from BGR; None: BGR as it is). Little-endian
 # memory order: XRGB8888 is B, G, R, X; RGB888 is B, G, R; RGB565 is a 16-bit word, red on top.
