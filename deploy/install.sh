@@ -42,8 +42,12 @@ MODELS_FROM=""
 WHEEL=""
 SOURCE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# The same names on Bookworm and Trixie (picamera2 and rpicam-apps from the Raspberry Pi archive).
-APT_PACKAGES=(python3-venv python3-pip python3-picamera2 python3-systemd python3-numpy rpicam-apps-lite)
+# The same names on Bookworm and Trixie (picamera2, kms++ and rpicam-apps from the Raspberry Pi
+# archive). Installed without their recommends, as the picamera2 manual advises for Lite: those
+# are the desktop's (Qt, OpenGL). Each package the daemon imports is named here, so none depends
+# on a recommend: picamera2 (the camera), kms++ (the monitor's DRM/KMS output), systemd (journal
+# fields), numpy.
+APT_PACKAGES=(python3-venv python3-pip python3-picamera2 python3-kms++ python3-systemd python3-numpy rpicam-apps-lite)
 # Set by check_release from os-release: the codename, and that release's Python and numpy major.
 OS_CODENAME=""
 OS_PYTHON=""
@@ -167,7 +171,7 @@ install_apt() {
     fi
     say "apt: installing ${missing[*]}"
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
 create_user() {
@@ -254,7 +258,7 @@ install_program() {
         # Build out of tree: the source dir may be read-only or owned by another user.
         local build
         build="$(mktemp -d)"
-        cp -r "$SOURCE_DIR/pyproject.toml" "$SOURCE_DIR/edgedetect" "$SOURCE_DIR/models" "$build/"
+        cp -r "$SOURCE_DIR/pyproject.toml" "$SOURCE_DIR/LICENSE" "$SOURCE_DIR/edgedetect" "$SOURCE_DIR/models" "$build/"
         if [ -f "$SOURCE_DIR/README.md" ]; then cp "$SOURCE_DIR/README.md" "$build/"; fi
         "$VENV/bin/python" -m pip install "${pip_flags[@]}" "$build"
         rm -rf "$build"

@@ -15,34 +15,42 @@ from edgedetect.errors import UserError, shorten
 
 # Flags shared by `run`, `config` and the tools that start a pipeline: (flag, config key, kwargs).
 CONFIG_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--source", "source.uri", {"help": "picam | demo | 0 | /dev/video0 | rtsp://... | file or folder"}),
+    ("--source", "source.uri", {"metavar": "URI", "help": "picam | demo | 0 | /dev/video0 | rtsp://... | file or folder"}),
     ("--no-pace", "source.pace", {"action": "store_const", "const": False,
                                   "help": "read files as fast as possible, not at their frame rate"}),
     ("--loop", "source.loop", {"action": "store_const", "const": True, "help": "restart a file at its end"}),
     ("--record", "record.enabled", {"action": "store_const", "const": True,
                                     "help": "keep events on disk: snapshots, clips, history ([record] in the config)"}),
-    ("--model", "model.path", {"help": "catalogue name or .tflite file"}),
-    ("--labels", "model.labels", {"help": "labels file"}),
-    ("--threads", "model.threads", {"type": int, "help": "interpreter threads (default: all cores but one)"}),
-    ("--models-dir", "model.models_dir", {"help": "':'-separated mirror directories of model files"}),
-    ("--threshold", "detect.threshold", {"type": float, "help": "minimum detection score"}),
-    ("--allow", "detect.allow", {"type": lambda s: [x for x in s.split(",") if x], "help": "labels to keep, comma-separated"}),
-    ("--deny", "detect.deny", {"type": lambda s: [x for x in s.split(",") if x], "help": "labels to drop, comma-separated"}),
-    ("--max-detections", "detect.max_detections", {"type": int}),
-    ("--host", "http.host", {"help": "address to serve on (default 127.0.0.1)"}),
-    ("--port", "http.port", {"type": int, "help": "port to serve on (default 8080)"}),
-    ("--token", "http.token", {"help": "access token viewers must present (required off loopback); "
-                                       "--token-file or EDGEDETECT_TOKEN keep it out of the process list"}),
-    ("--stats-interval", "stats.interval", {"type": float, "help": "seconds between stats lines"}),
-    ("--sysfs-root", "stats.sysfs_root", {"help": "sysfs root for temperature and throttling"}),
-    ("--procfs-root", "stats.procfs_root", {"help": "procfs root for CMA memory (meminfo)"}),
+    ("--model", "model.path", {"metavar": "NAME|FILE", "help": "catalogue name or .tflite file"}),
+    ("--labels", "model.labels", {"metavar": "FILE", "help": "labels file"}),
+    ("--threads", "model.threads", {"metavar": "N", "type": int,
+                                    "help": "interpreter threads (default: all cores but one)"}),
+    ("--models-dir", "model.models_dir", {"metavar": "DIRS", "help": "':'-separated mirror directories of model files"}),
+    ("--threshold", "detect.threshold", {"metavar": "SCORE", "type": float, "help": "minimum detection score"}),
+    ("--allow", "detect.allow", {"metavar": "LABELS", "type": lambda s: [x for x in s.split(",") if x],
+                                 "help": "labels to keep, comma-separated"}),
+    ("--deny", "detect.deny", {"metavar": "LABELS", "type": lambda s: [x for x in s.split(",") if x],
+                               "help": "labels to drop, comma-separated"}),
+    ("--max-detections", "detect.max_detections", {"metavar": "N", "type": int,
+                                                   "help": "most detections kept per frame (default 20)"}),
+    ("--host", "http.host", {"metavar": "ADDRESS", "help": "address to serve on (default 127.0.0.1)"}),
+    ("--port", "http.port", {"metavar": "PORT", "type": int, "help": "port to serve on (default 8080)"}),
+    ("--token", "http.token", {"metavar": "TOKEN", "help": "access token viewers must present (required off "
+                                                         "loopback); --token-file or EDGEDETECT_TOKEN keep it "
+                                                         "out of the process list"}),
+    ("--stats-interval", "stats.interval", {"metavar": "SECONDS", "type": float, "help": "seconds between stats lines"}),
+    ("--sysfs-root", "stats.sysfs_root", {"metavar": "DIR", "help": "sysfs root for temperature and throttling"}),
+    ("--procfs-root", "stats.procfs_root", {"metavar": "DIR", "help": "procfs root for CMA memory (meminfo)"}),
 ]
 
 
-def add_config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", help="TOML config (default /etc/edgedetect/edgedetect.toml if present)")
+def add_config_flags(p: argparse.ArgumentParser, only: frozenset[str] | None = None) -> None:
+    """The config flags, or of them `only` those a command uses (doctor has no use for --loop)."""
+    p.add_argument("--config", "-c", metavar="FILE",
+                   help="TOML config (default /etc/edgedetect/edgedetect.toml if present)")
     for flag, key, kw in CONFIG_FLAGS:
-        p.add_argument(flag, dest=key.replace(".", "__"), default=None, **kw)
+        if only is None or flag in only:
+            p.add_argument(flag, dest=key.replace(".", "__"), default=None, **kw)
     p.add_argument("--token-file", metavar="FILE", help="read the access token from FILE (its first line); "
                    "EDGEDETECT_TOKEN in the environment works too")
 
@@ -86,7 +94,7 @@ def token_override(args: argparse.Namespace) -> str | None:
 def config_from_args(args: argparse.Namespace):
     from edgedetect import config
 
-    overrides = {key: getattr(args, key.replace(".", "__")) for _, key, _ in CONFIG_FLAGS}
+    overrides = {key: getattr(args, key.replace(".", "__"), None) for _, key, _ in CONFIG_FLAGS}
     overrides["http.token"] = token_override(args)
     return config.load(args.config, overrides)
 
@@ -188,7 +196,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     from edgedetect.detect.describe import describe_model
 
-    path = cat.pull(args.name).paths["model"] if args.name in cat.entries else Path(args.name)
+    entry = cat.entries.get(args.name)
+    if entry is not None and entry.file("model") is None:
+        models = ", ".join(n for n, e in cat.entries.items() if e.file("model") is not None)
+        raise UserError(f"models info {args.name}: {args.name!r} is a {entry.kind} ({entry.description}), not a "
+                        f"model; expected one of: {models}, or a .tflite path")
+    path = cat.pull(args.name).paths["model"] if entry is not None else Path(args.name)
     print("\n".join(describe_model(path).lines()))
     return 0
 

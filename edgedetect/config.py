@@ -122,9 +122,14 @@ class MotionConfig:
 
 @dataclass
 class DisplayConfig:
-    mode: str = _f("none", "local monitor: none, drm (console, picam only), qt (desktop, picam only)",
-                   choices=("none", "drm", "qt"))
-    camera: str = _f("", "with [cameras]: the camera whose overlay the monitor shows (empty: the first)")
+    mode: str = _f("none", "local monitor: none; kms (annotated frames straight to the screen, any source, "
+                           "no desktop); drm (the Pi camera's preview with the boxes over it, no desktop); "
+                           "qt (the same in a desktop window); auto (drm for picam, kms for other sources, "
+                           "nothing without a connected monitor)", choices=("none", "auto", "kms", "drm", "qt"))
+    camera: str = _f("", "with [cameras]: the one camera the monitor shows (empty: kms shows every camera "
+                         "in a grid, drm the first)")
+    device: str = _f("", "kms: /dev/dri/cardN (DRM/KMS through kms++) or a framebuffer such as /dev/fb0; "
+                         "empty: DRM/KMS when kms++ (python3-kms++) is importable, else /dev/fb0")
 
 
 @dataclass

@@ -75,8 +75,9 @@ class Daemon:
         mc = self.cfg.model
         files = resolve_model(mc, self.catalogue)
         model = load_configured(mc, files)
-        log.info("model %s: %s (%s), input %dx%d %s, %d threads", files.model, model.kind, model.family,
-                 *model.input_size, model.input.dtype, mc.threads or default_threads())
+        log.info("model %s: %s (%s), input %dx%d %s, %d threads%s", files.model, model.kind, model.family,
+                 *model.input_size, model.input.dtype, mc.threads or default_threads(),
+                 "".join(f", {note}" for note in model.runtime_notes))
         return model, files.name
 
     def _source_maker(self, cam_cfg: Config) -> Callable[[], Source]:
@@ -121,7 +122,7 @@ class Daemon:
                 self.server = ViewerServer(cfg.http, Api(stats=p.snapshot, healthy=self.healthy),
                                            {cam.name: self._view(cam) for cam in p.cameras})
                 p.figures.extra["viewers"] = lambda: self.server.viewers if self.server else 0
-            self.extensions = attach_all(self._hooks({s.name: s.source for s in specs}, model_name))
+            self.extensions = attach_all(self._hooks(model_name))
         except BaseException:
             for spec in specs:
                 if spec.source is not None:
@@ -148,7 +149,7 @@ class Daemon:
         return CameraView(cam.publisher, stats, lambda: detections_json(cam.publisher.latest()[1]),
                           lambda: _healthy(cam.progress()), lambda: camera_json(cam.stats.figures(clock.now())))
 
-    def _hooks(self, sources: dict[str, Source | None], model_name: str) -> Hooks:
+    def _hooks(self, model_name: str) -> Hooks:
         p = self.pipeline
         assert p is not None
 
@@ -159,7 +160,7 @@ class Daemon:
         def add_figures(key: str, fn: Callable[[], Any]) -> None:
             p.figures.extra[key] = fn
 
-        return Hooks(cfg=self.cfg, model_name=model_name, sources=sources,
+        return Hooks(cfg=self.cfg, model_name=model_name, sources=p.sources,
                      on_result=p.add_result_listener, on_frame=p.add_frame_listener,
                      on_stats=p.reporter.sinks.append, on_tick=self._ticks.append,
                      add_route=add_route, add_figures=add_figures, figures=p.snapshot,

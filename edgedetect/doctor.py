@@ -28,6 +28,9 @@ from edgedetect.errors import UserError
 CAMERA_GROUPS = ("video", "render")
 CAMERA_DEVICES = ("video*", "media*", "dma_heap/*", "vchiq")
 LIST_CAMERAS = ("rpicam-hello", "libcamera-hello")
+# The config flags a check reads; the others (--loop, --no-pace, --record, thresholds) only change a run.
+DOCTOR_FLAGS = frozenset({"--source", "--model", "--labels", "--threads", "--models-dir", "--host", "--port",
+                          "--token", "--sysfs-root", "--procfs-root"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +39,11 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    skipped: bool = False  # does not apply to this machine (a Pi's sensors on a PC): neither ok nor failed
 
     def line(self) -> str:
+        if self.skipped:
+            return f"skip {self.name}: {self.detail}"
         if self.ok:
             return f"ok   {self.name}: {self.detail}"
         return f"FAIL {self.name}: {self.detail}" + (f" -> {self.fix}" if self.fix else "")
@@ -224,9 +230,15 @@ def check_camera(cfg: Any, env: Env) -> Check:
     if kind == "camera":
         dev = Path(uri) if uri.startswith("/") else env.dev_root / f"video{uri}"
         if not dev.exists():
-            found = sorted(glob.glob(str(env.dev_root / "video*")))
+            from edgedetect.sources.video import video_devices
+
+            found = video_devices(env.dev_root)
+            if not found:
+                return Check("camera", False, f"{dev}: no such device, and no {env.dev_root}/video* at all",
+                             "plug the camera in ('lsusb' lists USB devices; 'dmesg | tail' shows whether its "
+                             "driver loaded)")
             return Check("camera", False, f"{dev}: no such device",
-                         f"plug in the camera or set source.uri to one of: {', '.join(found) or 'none found'}")
+                         f"set source.uri to one of: {', '.join(map(str, found))}")
         if not os.access(dev, os.R_OK | os.W_OK):
             return Check("camera", False, f"{dev}: no read/write permission",
                          f"add the user to the device's group ({_group_of(dev)}): sudo usermod -aG {_group_of(dev)} USER")
@@ -275,20 +287,28 @@ def check_devices(env: Env) -> Check:
 
 
 def check_sysfs(cfg: Any) -> list[Check]:
-    from edgedetect.system.sysfs import TEMP_FILE, THROTTLED_FILE, SysfsReader
+    from edgedetect.system.sysfs import MODEL_FILE, TEMP_FILE, THROTTLED_FILE, SysfsReader
 
     root = Path(cfg.stats.sysfs_root)
-    t = SysfsReader(root).read()
+    reader = SysfsReader(root)
+    t = reader.read()
     out = []
-    if t.temperature_c is None:
+    # Off a Pi the firmware's files are not missing, they do not exist: nothing to fix.
+    skip = None if reader.is_raspberry_pi() else f"not a Raspberry Pi ({root / MODEL_FILE} does not name one)"
+    if t.temperature_c is None and skip:
+        out.append(Check("temperature", True, skip, skipped=True))
+    elif t.temperature_c is None:
         out.append(Check("temperature", False, f"{root / TEMP_FILE} missing or unreadable",
-                         "not a Raspberry Pi, or stats.sysfs_root is wrong; figures will lack the temperature"))
+                         "check stats.sysfs_root (default /sys); figures will lack the temperature"))
     else:
         out.append(Check("temperature", t.temperature_c < 80.0, f"{t.temperature_c:.1f} C",
                          "the SoC throttles from 80 C: add a heatsink or fan"))
-    if t.throttled is None:
+    if t.throttled is None and skip:
+        out.append(Check("throttling", True, skip, skipped=True))
+    elif t.throttled is None:
         out.append(Check("throttling", False, f"{root / THROTTLED_FILE} missing or unreadable",
-                         "not a Raspberry Pi, or the firmware driver is missing; throttling will not be reported"))
+                         "the firmware driver is missing (update the Pi: sudo apt full-upgrade); throttling "
+                         "will not be reported"))
     else:
         now = [f for f in t.flags if not f.endswith("_occurred")]
         past = [f for f in t.flags if f.endswith("_occurred")]
@@ -334,6 +354,64 @@ def check_cma(cfg: Any) -> Check:
                      "close other camera or GPU programs, or reserve more: dtoverlay=vc4-kms-v3d,cma-512 in "
                      "/boot/firmware/config.txt, then reboot")
     return Check("cma", True, detail)
+
+
+def check_display(cfg: Any, env: Env) -> Check:
+    """The monitor [display] mode asks for: the device, a connected screen and its mode, and that
+    no other process (a desktop) is DRM master of the card."""
+    from edgedetect.config import camera_configs
+    from edgedetect.errors import DisplayError
+    from edgedetect.sinks import screens
+    from edgedetect.system import drm
+
+    d = cfg.display
+    if d.mode == "none":
+        return Check("display", True, 'off ([display] mode = "none"; "auto" shows the stream on a monitor)')
+    root = cfg.stats.sysfs_root
+    shown = drm.connected(root)
+    if d.mode == "auto" and not shown:
+        return Check("display", True, "no monitor connected: mode auto shows nothing until one is (plug it in, "
+                     "then restart the service)")
+    cams = [c for name, c in camera_configs(cfg) if not d.camera or name == d.camera]
+    picam = len(cams) == 1 and _camera_kind(cams[0].source.uri) == "picam"
+    mode = ("drm" if picam else "kms") if d.mode == "auto" else d.mode
+    try:
+        if mode in ("drm", "qt") and not picam:
+            return Check("display", False, f"mode {mode} shows the Pi camera's own preview, and the source is "
+                         "not the Pi camera", 'set [display] mode = "kms" (or "auto") to see any source')
+        kind, path = ("kms", screens.choose_card(root, str(env.dev_root))) if mode != "kms" else \
+            screens.screen_device(d.device, root, str(env.dev_root))
+        if kind == "kms" and mode == "kms" and not screens.kms_available():
+            return Check("display", False, f"{path}: DRM/KMS needs the kms++ Python bindings, which are not "
+                         "importable", f"{screens.KMS_INSTALL}; or set [display] device = \"/dev/fb0\"")
+        if kind == "fb":
+            geo = drm.fb_geometry(root, path.name)
+            what = f"framebuffer {path} {geo.width}x{geo.height} {geo.bits_per_pixel} bpp"
+            if not path.exists():
+                return Check("display", False, f"{path}: no such framebuffer device",
+                             "keep dtoverlay=vc4-kms-v3d in /boot/firmware/config.txt, or set [display] device")
+            if not os.access(path, os.R_OK | os.W_OK):
+                return Check("display", False, f"{path}: no read/write permission",
+                             f"add the user to group {_group_of(path)}")
+        else:
+            what = f"DRM/KMS {path}" + (" (the camera's preview)" if mode != "kms" else "")
+            if not path.exists():
+                return Check("display", False, f"{path}: no such DRM device",
+                             "keep dtoverlay=vc4-kms-v3d in /boot/firmware/config.txt and reboot")
+        if not shown:
+            return Check("display", False, f"{what}: no monitor connected",
+                         "plug in the HDMI cable (HDMI 0, next to the power socket, on a Pi 4)")
+        conn = shown[0]
+        card = drm.card_path(conn.card, env.dev_root)
+        owner = drm.master_holder(card, cfg.stats.procfs_root) if card.exists() else None
+    except DisplayError as e:
+        return Check("display", False, str(e).removeprefix("display: "))
+    screen = f"{conn.name.split('-', 1)[1]} connected, {conn.modes[0] if conn.modes else 'no mode listed'}"
+    if owner is not None:
+        return Check("display", False, f"{what}: {screen}, but {owner} is DRM master of {card} (a desktop owns "
+                     "the screen)", "boot to the console (sudo raspi-config: System Options, Boot, Console), or "
+                     'use the viewer page in a kiosk and set [display] mode = "none" (docs/service.md)')
+    return Check("display", True, f"{mode}: {what}; {screen}; no other DRM master")
 
 
 def _mount_of(path: Path, procfs_root: Path) -> tuple[str, str] | None:
@@ -415,7 +493,7 @@ def run_checks(args: argparse.Namespace, env: Env | None = None) -> list[Check]:
     cfg_check, cfg = check_config(args)
     checks = [cfg_check, check_runtime(), check_model(cfg), *check_accelerator(cfg), *check_cameras(cfg, env),
               check_groups(env), check_devices(env), check_arch(env), *check_sysfs(cfg), check_cma(cfg),
-              check_storage(cfg), check_port(cfg)]
+              check_display(cfg, env), check_storage(cfg), check_port(cfg)]
     return checks
 
 
@@ -425,14 +503,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for c in checks:
         print(c.line(), flush=True)
     failed = [c.name for c in checks if not c.ok]
-    print(f"{len(checks) - len(failed)} ok, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+    skipped = sum(c.skipped for c in checks)
+    print(f"{len(checks) - len(failed) - skipped} ok, " + (f"{skipped} skipped, " if skipped else "")
+          + f"{len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 
 def register(subparsers: Any) -> None:
     from edgedetect.cli import add_config_flags
 
-    p = subparsers.add_parser("doctor", help="check camera, model, permissions, port and config")
-    add_config_flags(p)
+    p = subparsers.add_parser("doctor", help="check camera, model, permissions, display, port and config")
+    add_config_flags(p, DOCTOR_FLAGS)
     p.add_argument("--dev-root", default="/dev", help=argparse.SUPPRESS)  # tests use a fake /dev
     p.set_defaults(func=cmd_doctor)

@@ -23,6 +23,10 @@ class SourceError(UserError):
     """A video source that cannot be opened."""
 
 
+class DisplayError(UserError):
+    """A monitor that cannot be drawn on: no device, no connected screen, another process owns it."""
+
+
 LONG_WORD = 200  # characters of one value an error line shows in full (a catalogue URL fits)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from edgedetect.config import Config, camera_configs
 from edgedetect.frames import Frame, Result
@@ -65,7 +65,7 @@ class Hooks:
 
     cfg: Config
     model_name: str
-    sources: dict[str, Any]  # each camera's opened source, by name (the monitor overlay needs the Pi camera's preview)
+    sources: Mapping[str, Any]  # each camera's source as it is now, by name (the monitor follows a reopened Pi camera)
     on_result: Callable[[Callable[[Result], None]], None]  # every published result (inference thread)
     on_frame: Callable[[Callable[[Frame], None]], None]  # every captured frame (capture thread)
     on_stats: Callable[[Callable[[dict[str, Any]], None]], None]  # every stats snapshot (stats thread)

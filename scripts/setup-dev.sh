@@ -27,6 +27,6 @@ else
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77'  # PEP 639 licence metadata (pyproject.toml)
 .venv/bin/python -m pip install -q -e '.[test,eval]'
 echo "setup-dev: ready; run the tests with scripts/test.sh"

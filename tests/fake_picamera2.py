@@ -19,6 +19,10 @@ raspberrypi/picamera2 (picamera2.py, job.py, previews/null_preview.py; v0.3.20 a
 - A frame needs a free buffer (buffer_count per configuration; queue=True keeps the newest
   completed request, and its buffer, for the next capture).
 - Frames reach only the object the camera manager has registered for the camera.
+- start() runs the null preview (the event loop) unless one runs; start_preview(kind) refuses
+  while an event loop runs ("An event loop is already running"), stop_preview() refuses when
+  none does ("No preview specified."); stop_preview()/start_preview() swap the loop, and
+  set_overlay() needs a preview ("No preview specified.").
 
 Faults are set on the Rig, the camera hardware shared by the objects of one test:
 `rig.frontend_timeout(cleared_by)` stops frames until the same object is stopped and started
@@ -126,6 +130,8 @@ class FakePicamera2:
         self._in_use = 0  # buffers not free: completed, handed out, or lost to stale jobs
         self._loop: threading.Thread | None = None
         self._loop_stop = threading.Event()
+        self.preview: object = None  # what runs the event loop: False (null preview), or the kind asked for
+        self.overlays: list = []  # every set_overlay() argument, in order
         rig.registered = self  # CameraManager.add(): the newest object for the camera wins
         with rig.lock:
             busy = rig.holder is not None
@@ -164,9 +170,7 @@ class FakePicamera2:
         if not self.camera_config:
             raise RuntimeError("Camera has not been configured")
         if self._loop is None:
-            self._loop_stop.clear()
-            self._loop = threading.Thread(target=self._event_loop, name=f"fake-picam-loop-{self.serial}", daemon=True)
-            self._loop.start()
+            self.start_preview(show_preview)
         if self.started:
             return
         if self.rig.fault == "restart" and self.rig.holder is self:
@@ -224,13 +228,37 @@ class FakePicamera2:
             if not job.future.done():
                 job.future.set_exception(CancelledError())
 
+    # --- previews -----------------------------------------------------------------------------
+
+    def start_preview(self, preview=None) -> None:
+        if self._loop is not None:
+            raise RuntimeError("An event loop is already running")
+        self.preview = preview or False
+        self.rig.log(f"preview:{self.preview}", self.serial)
+        self._loop_stop.clear()
+        self._loop = threading.Thread(target=self._event_loop, name=f"fake-picam-loop-{self.serial}", daemon=True)
+        self._loop.start()
+
+    def stop_preview(self) -> None:
+        if self._loop is None:
+            raise RuntimeError("No preview specified.")
+        self._loop_stop.set()  # the event loop ends, pending jobs or not
+        self._loop.join()
+        self._loop = None
+        self.preview = None
+
+    def set_overlay(self, overlay) -> None:
+        if self._loop is None:
+            raise RuntimeError("No preview specified.")
+        if overlay is not None and (overlay.ndim != 3 or overlay.shape[2] != 4):
+            raise RuntimeError("Overlay must be a 4-channel image")
+        self.overlays.append(overlay)
+
     def close(self) -> None:
         if self.close in self.rig.atexit:
             self.rig.atexit.remove(self.close)
-        if self._loop is not None:  # stop_preview(): the event loop ends, pending jobs or not
-            self._loop_stop.set()
-            self._loop.join()
-            self._loop = None
+        if self._loop is not None:
+            self.stop_preview()
         if not self.is_open:
             return
         self._stop_now()

@@ -24,17 +24,30 @@ def positive(x: float) -> bool:
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One short run through the command line, as a user would start it."""
     import io
-    from contextlib import redirect_stdout
+    from contextlib import redirect_stderr, redirect_stdout
 
     png = tmp_path_factory.mktemp("plot") / "bench.png"
-    buf = io.StringIO()
-    with redirect_stdout(buf):
+    buf, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(buf), redirect_stderr(err):
         rc = main(["bench", "--source", str(VTEST), "--threads", "1", "--frames", "40",
                    "--latency-seconds", "2", "--json", "--plot", str(png)])
     assert rc == 0
     out = json.loads(buf.getvalue())
     out["_png"] = png
+    out["_stderr"] = err.getvalue()
     return out
+
+
+@pytest.mark.slow
+def test_summary_says_what_the_targets_are(report: dict):
+    from edgedetect.bench.report import table
+
+    text = table(report)
+    assert text.splitlines()[-1].endswith("at threads=1 (the row marked *): pipeline >= 0.9x the interpreter alone "
+                                          "and >= 1.15x the naive loop, median latency <= 1.5 invokes")
+    assert "decode + NMS: " in text and "of invoke (target under 5%): " in text
+    # Every measured pipeline opens the source again; that is not news to the person running bench.
+    assert ": running" not in report["_stderr"], report["_stderr"]
 
 
 @pytest.mark.slow

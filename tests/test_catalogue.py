@@ -88,3 +88,13 @@ def test_models_cli():
     r = subprocess.run([sys.executable, "-m", "edgedetect", "models", "pull", "no-such-model"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown model or media 'no-such-model'" in r.stderr
+
+
+def test_models_info_on_the_demo_video_is_one_line(capsys):
+    """`demo` is in the catalogue, but it is a video: one line naming what to ask for instead."""
+    from edgedetect.cli import main
+
+    assert main(["models", "info", "demo"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("edgedetect: error: models info demo: 'demo' is a video (")
+    assert "not a model; expected one of: ssd-mobilenet-v2-coco, " in err[0]

@@ -127,3 +127,20 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown key 'max_detection'" in lines[0] and "Traceback" not in r.stderr
+
+
+def test_help_shows_values_not_config_keys_and_doctor_only_its_flags(capsys):
+    from edgedetect.cli import main
+
+    def help_of(*cmd: str) -> str:
+        with pytest.raises(SystemExit):
+            main([*cmd, "--help"])
+        return capsys.readouterr().out
+
+    run = help_of("run")
+    assert "__" not in run and "--source URI" in run and "--model NAME|FILE" in run
+    assert "--max-detections N most detections kept per frame (default 20)" in " ".join(run.split())
+    doctor = help_of("doctor")
+    assert "--source URI" in doctor and "--token-file FILE" in doctor
+    for flag in ("--no-pace", "--loop", "--record", "--threshold", "--stats-interval"):
+        assert flag in run and flag not in doctor, flag

@@ -98,11 +98,25 @@ def test_broken_setup_with_valid_config(tmp_path: Path, capsys, busy_port: int) 
         f"FAIL model: {missing}: model file not found (expected a .tflite file or one of: {MODEL_NAMES}) "
         "-> set model.path to an existing .tflite file or a catalogue name "
         "('edgedetect models list')")
-    assert lines["camera"] == "FAIL camera: /dev/video9: no such device -> plug in the camera or set source.uri to one of: none found"
-    assert lines["temperature"] == (
-        f"FAIL temperature: {empty_sys}/{TEMP_FILE} missing or unreadable -> not a Raspberry Pi, "
-        "or stats.sysfs_root is wrong; figures will lack the temperature")
-    assert lines["throttling"].startswith(f"FAIL throttling: {empty_sys}/{THROTTLED_FILE} missing or unreadable -> ")
+    assert lines["camera"] == (f"FAIL camera: /dev/video9: no such device, and no {tmp_path}/video* at all -> plug "
+                               "the camera in ('lsusb' lists USB devices; 'dmesg | tail' shows whether its driver loaded)")
+    (tmp_path / "video0").write_bytes(b"")
+    (tmp_path / "video2").write_bytes(b"")
+    assert doctor.check_camera(config.load(None, {"source.uri": "/dev/video9"}), doctor.Env(dev_root=tmp_path)).line() \
+        == f"FAIL camera: /dev/video9: no such device -> set source.uri to one of: {tmp_path}/video0, {tmp_path}/video2"
+    # Off a Pi the firmware's files do not exist: skipped, not failed.
+    not_a_pi = f"not a Raspberry Pi ({empty_sys}/firmware/devicetree/base/model does not name one)"
+    assert lines["temperature"] == f"skip temperature: {not_a_pi}"
+    assert lines["throttling"] == f"skip throttling: {not_a_pi}"
+    # On a Pi they are missing: a fault.
+    (empty_sys / "firmware/devicetree/base").mkdir(parents=True)
+    (empty_sys / "firmware/devicetree/base/model").write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\0")
+    cfg = config.Config()
+    cfg.stats.sysfs_root = str(empty_sys)
+    temp, thr = doctor.check_sysfs(cfg)
+    assert temp.line() == (f"FAIL temperature: {empty_sys}/{TEMP_FILE} missing or unreadable -> check "
+                           "stats.sysfs_root (default /sys); figures will lack the temperature")
+    assert thr.line().startswith(f"FAIL throttling: {empty_sys}/{THROTTLED_FILE} missing or unreadable -> ")
     assert lines["port"] == (
         f"FAIL port: 127.0.0.1:{port} is in use -> stop the program holding it (sudo ss -ltnp 'sport = :{port}'; "
         "if it is edgedetect, the service is already running) or set http.port")

@@ -221,7 +221,8 @@ BAD_INPUTS = {
     "missing config": (lambda tp: ["--config", str(tp / "none.toml")], "none.toml: config file not found"),
     "missing source": (lambda tp: ["--source", str(tp / "nope.mp4")], "nope.mp4: source not found"),
     "missing camera": (lambda tp: ["--source", "/dev/video97"], "/dev/video97: camera device not found"),
-    "open network port": (lambda tp: ["--host", "0.0.0.0"], "http.host = '0.0.0.0' serves the network: set http.token"),
+    "open network port": (lambda tp: ["--host", "0.0.0.0"], "http.host = '0.0.0.0' serves the network: set http.token "
+                          "in the config, or give --token-file FILE or the EDGEDETECT_TOKEN environment variable"),
     "bad flag value": (lambda tp: ["--port", "eighty"], "argument --port: invalid int value: 'eighty'"),
 }
 
@@ -240,6 +241,18 @@ def test_bad_input_one_line(tmp_path, case):
     assert r.returncode == 2, r.stderr
     assert len(errors) == 1 and expected in errors[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(list(Path("/dev").glob("video*"))), reason="this machine has a camera device")
+def test_camera_that_does_not_open_is_one_line_with_a_hint():
+    """No camera at all: OpenCV's own [ WARN ] lines stay out, our line says what there is."""
+    r = subprocess.run([sys.executable, "-m", "edgedetect", "run", "--source", "0", "--port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "[ WARN" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.splitlines()[-1] == ("edgedetect: error: 0: cannot open the camera (no /dev/video* device: plug "
+                                         "the camera in ('lsusb' lists USB devices))")
+    assert "XNNPACK delegate" not in r.stderr.replace("threads, XNNPACK delegate for CPU", "")
 
 
 def test_port_in_use(tmp_path):

@@ -77,7 +77,7 @@ def test_sighup_applies_live_keys_and_refuses_the_others(tmp_path):
         # the stats lines now come every 0.5 s
         m = len(d.lines)
         time.sleep(3.2)
-        assert len(lines_with(d, "uptime_s=", m)) >= 5
+        assert len(lines_with(d, "edgedetect.pipeline.stats: ", m)) >= 5
         code, took = d.terminate()
         assert code == 0 and took < 3
         assert "Traceback" not in d.output()

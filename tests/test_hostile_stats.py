@@ -17,7 +17,7 @@ import pytest
 from conftest import VTEST
 from daemonproc import DaemonProcess
 
-SYSTEM = re.compile(r"\bcpu_percent_system=([0-9.]+)")
+SYSTEM = re.compile(r"edgedetect\.pipeline\.stats: .*\bcpu [0-9]+% \(system ([0-9]+)%\)")
 
 
 @pytest.fixture

@@ -108,7 +108,7 @@ def test_install_twice_then_uninstall_and_purge(tmp_path: Path, wheel: Path, rel
     from edgedetect import config as cfgmod
 
     cfg = cfgmod.load(config)
-    assert cfg.source.uri == "picam" and cfg.http.token == token and cfg.display.mode == "drm"
+    assert cfg.source.uri == "picam" and cfg.http.token == token and cfg.display.mode == "auto"
 
     # Second run: nothing changes, byte for byte.
     before = tree_hash(root)
@@ -217,3 +217,53 @@ def test_shellcheck_clean() -> None:
         pytest.skip("shellcheck not installed (apt install shellcheck)")
     r = subprocess.run(["shellcheck", "--severity=style", str(SCRIPT)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+def test_package_metadata_has_an_spdx_licence_and_no_deprecation_warning() -> None:
+    """setuptools reads pyproject.toml as every build does (pip install -e, the wheel): the licence
+    is an SPDX expression with its file, and nothing is deprecated (a table there printed 14
+    lines of warning per build step, about 90 in setup-dev.sh)."""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), ROOT / "pyproject.toml")
+    assert [str(w.message).splitlines()[0] for w in caught] == []
+    assert dist.metadata.license_expression == "Apache-2.0" and dist.metadata.license_files == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().split()[:3] == ["Apache", "License", "Version"]
+
+
+def test_apt_step_skips_recommends_and_names_what_the_daemon_imports(tmp_path: Path) -> None:
+    """The installer's apt step, with dpkg-query (nothing installed) and apt-get played by scripts
+    that record their arguments; apt-get refuses the install, which ends the run right there."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "apt-get.calls"
+    bin_dir.mkdir()
+    (bin_dir / "dpkg-query").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "apt-get").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n[ "$1" = update ]\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    root = tmp_path / "root"
+    root.mkdir()
+    write_os_release(root, OS_RELEASES["bookworm"][0])
+    r = subprocess.run(["bash", str(SCRIPT), "--root", str(root), "--allow-any-arch", "--no-user", "--no-systemctl",
+                        "--python", sys.executable], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert r.returncode != 0 and not (root / "opt").exists(), r.stdout + r.stderr
+    update, install_line = calls.read_text().splitlines()
+    args = install_line.split()
+    assert update.startswith("update") and args[0] == "install" and "--no-install-recommends" in args
+    # picamera2 (the camera), kms++ (the monitor), python3-systemd (journal fields), numpy: named
+    # themselves, so none of them rides on a recommend that is no longer installed.
+    assert {"python3-picamera2", "python3-kms++", "python3-systemd", "python3-numpy"} <= set(args)
+
+
+def test_readme_and_service_doc_start_the_service_as_the_installer_says() -> None:
+    """The installer ends with 'Start it now with ...'; the docs must not say 'then reboot'."""
+    said = SCRIPT.read_text().split("Start it now with '", 1)[1].split("'", 1)[0].replace("$NAME", "edgedetect")
+    assert said == "sudo systemctl start edgedetect"
+    for doc in (ROOT / "README.md", ROOT / "docs" / "service.md"):
+        block = doc.read_text().split("sudo deploy/install.sh", 1)[1].split("```", 1)[0]
+        assert said in block and "reboot" not in block, (doc.name, block)

@@ -194,3 +194,20 @@ def test_detector_outputs_found_by_name_not_position(tmp_path, detector):
     assert by_index[mapped.scores].name.endswith(":2")
     assert by_index[mapped.count].shape == (1,)
     assert isinstance(detector, SsdDetector)
+
+
+def test_runtime_info_line_goes_into_our_own_line(capfd):
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++ to file
+    descriptor 2 on every command; it is kept as a note for the model line, and nothing else the
+    runtime (or anyone) writes meanwhile is lost."""
+    import os
+
+    from edgedetect.detect.runtime import runtime_info_lines
+
+    model = load_model(DETECTOR, COCO_LABELS, threads=1)
+    notes: list[str] = []
+    with runtime_info_lines(notes):
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nERROR: something the user must see\n")
+    err = capfd.readouterr().err
+    assert "XNNPACK" not in err and err == "ERROR: something the user must see\n"
+    assert model.runtime_notes == ("XNNPACK delegate for CPU",) and notes == ["XNNPACK delegate for CPU"]

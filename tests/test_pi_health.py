@@ -16,7 +16,7 @@ from conftest import VTEST
 from daemonproc import DaemonProcess
 from edgedetect import doctor
 from edgedetect.cli import build_parser
-from edgedetect.pipeline.report import StatsReporter, log_sink
+from edgedetect.pipeline.report import LogSink, StatsReporter
 from edgedetect.pipeline.state import SourceState
 from edgedetect.pipeline.stats import CameraStats, DetectorStats, Figures
 from edgedetect.system.procfs import MEMINFO_FILE
@@ -62,7 +62,7 @@ def test_throttling_logged_once_when_it_starts_and_once_when_it_ends(tmp_path, c
     root = sysfs(tmp_path / "sys")
     stats = pipeline_figures(root, meminfo(tmp_path / "proc"))
     lines: list[dict] = []
-    reporter = StatsReporter(stats, 0.05, [log_sink, lines.append])
+    reporter = StatsReporter(stats, 0.05, [LogSink(), lines.append])
 
     def after_lines(n: int) -> None:
         target = len(lines) + n
@@ -168,7 +168,8 @@ def test_daemon_logs_each_health_transition_once(tmp_path):
         "INFO edgedetect.system.health: under-voltage cleared (throttled=0x10000)",
     ], health
     stats_lines = [ln for ln in out.splitlines() if "edgedetect.pipeline.stats:" in ln]
-    assert all("cma_total_mb=512.0 cma_free_mb=390.6" in ln for ln in stats_lines)
+    # CMA is in /api/stats and the journal fields; the short line leaves it out, and a shortage is a WARNING
+    assert stats_lines and not any("cma" in ln for ln in stats_lines)
     # several stats lines saw each state of the word; the log has one line per change
     assert sum("throttled=0x10001" in ln for ln in stats_lines) >= 2
     assert sum("throttled=0x10000" in ln for ln in stats_lines) >= 2

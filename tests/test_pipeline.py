@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -16,7 +17,8 @@ from edgedetect.pipeline.builder import Pipeline, PipelineOptions
 from edgedetect.pipeline.camera import CameraSpec
 from edgedetect.pipeline.publish import Publisher
 from edgedetect.pipeline.slot import LatestSlot
-from edgedetect.pipeline.stats import CameraStats, RateMeter, log_line
+from edgedetect.pipeline.report import LogSink
+from edgedetect.pipeline.stats import CameraStats, RateMeter
 from edgedetect.sources.video import VideoFile
 
 
@@ -155,7 +157,43 @@ def test_placeholder_shown_while_source_away():
     assert seq == 1 and jpg[:2] == b"\xff\xd8" and pub.placeholder
 
 
-def test_log_line_is_flat_key_values():
-    line = log_line({"camera_fps": 9.9, "inference_ms": {"p50": 5.0, "p95": 7.5}, "source": "demo",
-                     "throttled_flags": ["under_voltage"]})
-    assert line == "camera_fps=9.9 inference_ms_p50=5.0 inference_ms_p95=7.5 source=demo throttled_flags=under_voltage"
+def test_log_line_is_a_short_summary_with_only_changed_counters(caplog):
+    """The figures of a daemon with recording on (41 fields): the line says the rates, times,
+    CPU, memory and temperature, then only the counters that changed; the journal fields keep
+    every figure."""
+    snap = {"uptime_s": 30.1, "source": "demo", "source_state": "running", "model": "ssd-mobilenet-v2-coco",
+            "camera_fps": 9.9, "inference_fps": 9.9, "published_fps": 9.9, "skipped_fps": 0.0,
+            "frames_captured": 300, "frames_inferred": 300, "frames_published": 300, "frames_skipped": 0,
+            "frames_corrupt": 0, "dropped_frames": 0, "inference_errors": 0, "camera_restarts": 0,
+            "camera_reopens": 0, "inference_ms": {"mean": 42.8, "p50": 41.96, "p95": 51.94},
+            "latency_ms": {"mean": 45.3, "p50": 44.56, "p95": 54.69}, "cpu_percent": {"process": 43.8, "system": 73.0},
+            "rss_mb": 112.4, "temperature_c": 52.6, "throttled": "0x0", "throttled_flags": [], "viewers": 0,
+            "record": {"paused": False, "reason": None, "pauses": 0, "free_mb": 78806.4, "events_stored": 7,
+                       "events_skipped": 0, "write_errors": 0, "mb_written": 1.12, "deleted": 0,
+                       "clips_written": 0, "clips_failed": 0, "encode_ms_mean": 8.3, "frames_dropped": 0,
+                       "preroll_kb": 251.6, "open_clips": 7}}
+    sink = LogSink()
+    later = {**snap, "frames_captured": 400, "dropped_frames": 3, "viewers": 1,
+             "record": {**snap["record"], "paused": True, "reason": "disk full", "free_mb": 200.0}}
+    with caplog.at_level(logging.INFO, logger="edgedetect.pipeline.stats"):
+        sink(snap)
+        sink(later)
+        sink(later)
+    first, second, third = [r.getMessage() for r in caplog.records]
+    assert first == ("9.9 fps, inference 42 ms (p95 52), latency 45 ms, cpu 44% (system 73%), 112 MB, 52.6 C; "
+                     "record_events_stored=7 (+7), record_open_clips=7 (+7)")
+    assert second == ("9.9 fps, inference 42 ms (p95 52), latency 45 ms, cpu 44% (system 73%), 112 MB, 52.6 C; "
+                      "dropped_frames=3 (+3), viewers=1 (+1), record_paused=yes, record_reason=disk full")
+    assert third == "9.9 fps, inference 42 ms (p95 52), latency 45 ms, cpu 44% (system 73%), 112 MB, 52.6 C"
+    assert len(third) <= 100 and len(first) <= 160 and "False" not in first + second  # 546 characters before
+    assert caplog.records[0].snapshot is snap  # the journal fields: every figure
+
+
+def test_cpu_figure_absent_until_measured():
+    """The first /api/stats after start has no CPU figure yet: absent, not 0.0 that reads as idle."""
+    from edgedetect.pipeline.stats import DetectorStats
+
+    det = DetectorStats()
+    assert "cpu_percent" not in det.host(det.started, False)
+    time.sleep(0.05)  # the system's CPU clock moves on
+    assert set(det.host(det.started + 1.0, False)["cpu_percent"]) == {"process", "system"}

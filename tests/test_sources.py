@@ -187,3 +187,24 @@ def test_lores_feeds_the_model_without_bgr_swap(detector):
     b = infer(detector, Frame(0, 0.0, img, rgb_small), DetectFilter(), 3).detections
     assert [d.label for d in a] == [d.label for d in b] == ["dog", "dog"]
     assert all(abs(x.score - y.score) < 0.05 for x, y in zip(a, b))
+
+
+def test_camera_hint_lists_the_devices_and_the_video_group(tmp_path):
+    """What `--source 0` says when the camera does not open: the devices there are, and whether
+    this user may open them."""
+    import grp
+    import os
+    import pwd
+
+    from edgedetect.sources.video import camera_hint
+
+    assert camera_hint(tmp_path) == f"no {tmp_path}/video* device: plug the camera in ('lsusb' lists USB devices)"
+    for name in ("video10", "video0", "videoX"):
+        (tmp_path / name).write_bytes(b"")
+    user = pwd.getpwuid(os.getuid()).pw_name
+    try:
+        member = os.getuid() == 0 or grp.getgrnam("video").gr_gid in os.getgroups()
+    except KeyError:
+        member = True
+    said = "is in the video group" if member else f"is not in the video group: sudo usermod -aG video {user}"
+    assert camera_hint(tmp_path).startswith(f"devices: {tmp_path}/video0, {tmp_path}/video10; user {user} {said}")

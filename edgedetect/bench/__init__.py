@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -125,6 +126,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def progress(msg: str) -> None:
         if not args.json:
             print(f"  {msg}", file=sys.stderr, flush=True)
+
+    if not getattr(args, "debug", False):  # each measured pipeline opens the source again: "source X: running" every time
+        logging.getLogger("edgedetect.pipeline.capture").setLevel(logging.WARNING)
 
     report = run_bench(model=args.model, source=args.source, threads=args.threads, frames=args.frames,
                        latency_seconds=args.latency_seconds, labels=args.labels or "",

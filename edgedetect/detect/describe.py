@@ -42,13 +42,15 @@ class ModelDescription:
 def describe_model(path: str | Path) -> ModelDescription:
     path = Path(path)
     kind, family, error = "unsupported", "", ""
+    notes: list[str] = []
     try:
         model = load_model(path, None, 1)
-        interp, kind, family = model.interp, model.kind, model.family
+        interp, kind, family, notes = model.interp, model.kind, model.family, list(model.runtime_notes)
     except ModelError as e:
         error = str(e)
-        interp = load_interpreter(path, 1)  # still list the tensors of a model it cannot use
+        interp = load_interpreter(path, 1, notes)  # still list the tensors of a model it cannot use
     _, runtime = interpreter_class()
+    runtime += "".join(f", {note}" for note in notes)
     inputs = [tensor_info(d) for d in interp.get_input_details()]
     outputs = [tensor_info(d) for d in interp.get_output_details()]
     details = []

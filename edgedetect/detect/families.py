@@ -40,7 +40,8 @@ def load_model(path: str | Path, labels_path: str | Path | None = None, threads:
     """Load a model of any registered family; ModelError (one line) for anything unusable."""
     path = Path(path)
     content = read_model_file(path)
-    interp = make_interpreter(content, threads, delegates, where=path)
+    notes: list[str] = []
+    interp = make_interpreter(content, threads, delegates, where=path, notes=notes)
     inputs = [tensor_info(d) for d in interp.get_input_details()]
     sig = signature_names(interp)
     outputs = [tensor_info(d, sig.get(int(d["index"]))) for d in interp.get_output_details()]
@@ -49,7 +50,8 @@ def load_model(path: str | Path, labels_path: str | Path | None = None, threads:
     labels = read_labels(labels_path) if labels_path else {}
     if not labels_path and (embedded := model_labels(content, path)) is not None:
         labels, labels_path = embedded.labels, f"{path} (its {embedded.member})"
-    loaded = Loaded(path, content, interp, inputs, outputs, labels, Path(labels_path) if labels_path else None)
+    loaded = Loaded(path, content, interp, inputs, outputs, labels, Path(labels_path) if labels_path else None,
+                    tuple(notes))
     candidates = FAMILIES if family == "auto" else (family_named(family),)
     for fam in candidates:
         layout = fam.recognise(outputs)

@@ -78,6 +78,7 @@ class Loaded:
     outputs: list[TensorInfo]
     labels: dict[int, str]
     labels_path: Path | None
+    runtime_notes: tuple[str, ...] = ()  # the runtime's INFO lines ("Created ... XNNPACK delegate for CPU")
 
 
 class Model(ABC):
@@ -94,6 +95,7 @@ class Model(ABC):
         self.inputs = loaded.inputs
         self.outputs = loaded.outputs
         self.labels = loaded.labels
+        self.runtime_notes = loaded.runtime_notes
         self.input = loaded.inputs[0]
         self.layout = layout
         self._writer = InputWriter(self.interp, self.input, input_range or self.input_range,

@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from edgedetect import clock
 from edgedetect.detect.model import DetectFilter, Model
 from edgedetect.pipeline.camera import Camera, CameraSpec
 from edgedetect.frames import Frame, Result
 from edgedetect.pipeline.health import Progress, detector_progress
-from edgedetect.pipeline.report import Sink, StatsReporter, log_sink
+from edgedetect.pipeline.report import Sink, StatsReporter
 from edgedetect.pipeline.scheduler import Scheduler
 from edgedetect.pipeline.stats import DetectorStats, Figures
 from edgedetect.pipeline.worker import InferenceWorker
@@ -42,7 +42,24 @@ class PipelineOptions:
     sysfs_root: str = "/sys"
     procfs_root: str = "/proc"
     stall_timeout: float = 10.0
-    report_sinks: tuple[Sink, ...] = (log_sink,)
+    report_sinks: tuple[Sink, ...] | None = None  # None: the figures line in the log, one of its own
+
+
+class CurrentSources(Mapping[str, Any]):
+    """Each camera's source as it is now, by camera name: a reopen after a fault, or a stalled
+    capture replaced, puts a new source object in the old one's place."""
+
+    def __init__(self, cameras: Sequence[Camera]):
+        self._cameras = {c.name: c for c in cameras}
+
+    def __getitem__(self, name: str) -> Any:
+        return self._cameras[name].capture.source
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cameras)
+
+    def __len__(self) -> int:
+        return len(self._cameras)
 
 
 class Pipeline:
@@ -63,9 +80,11 @@ class Pipeline:
             self.cameras.append(cam)
             self.scheduler.add(cam)
         self.figures = Figures(self.detector, [c.stats for c in self.cameras])
+        self.sources = CurrentSources(self.cameras)
         self.first_result = threading.Event()
         self.add_result_listener(lambda r: self.first_result.set())
-        self.reporter = StatsReporter(self.figures, opts.stats_interval, list(opts.report_sinks))
+        self.reporter = StatsReporter(self.figures, opts.stats_interval,
+                                      None if opts.report_sinks is None else list(opts.report_sinks))
         self.worker = InferenceWorker(model, self.scheduler, self.detector, opts.flt, opts.top_k, opts.max_failures)
         for cam in self.cameras:
             if cam.motion is not None:

@@ -67,6 +67,11 @@ class CaptureThread(StageThread):
         super().start()
 
     @property
+    def source(self) -> Source | None:
+        """The source open now: a reopen after a fault replaces it; None while none is open."""
+        return self._source
+
+    @property
     def idle_s(self) -> float:
         """Seconds without a sign of life, not counting a deliberate backoff sleep."""
         return clock.now() - self._progress_t - self._waiting_s

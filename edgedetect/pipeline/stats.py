@@ -160,20 +160,22 @@ class DetectorStats:
         self.started = clock.now()
         self.model_name = ""
         self.threads = 0  # the interpreter's threads, for the detector's line with several cameras
-        self._cpu = {"process": 0.0, "system": 0.0}
+        self._cpu: dict[str, float] | None = None  # not measured yet: left out of the figures, not 0
         self._cpu_t = self.started
         self._cpu_base = _cpu_times(self._process)
 
-    def _cpu_percent(self, t: float) -> dict[str, float]:
+    def _cpu_percent(self, t: float) -> dict[str, float] | None:
         # One sampler, under the stats lock, on counters of its own: psutil.cpu_percent(None)
-        # keeps its baseline per calling thread, so the stats thread's first reading and
-        # readings from HTTP threads came out 0.0. At most one new sample a second, so that
-        # several readers (API, log, MQTT) do not shorten each other's interval to noise.
-        if t - self._cpu_t >= 1.0 or (self._cpu_t == self.started and t - self._cpu_t >= 0.2):
+        # keeps its baseline per calling thread, so each thread's first reading would be 0.0.
+        # At most one new sample a second, so that several readers (API, log, MQTT) do not
+        # shorten each other's interval to noise; the first once 0.2 s have passed.
+        if t - self._cpu_t >= 1.0 or (self._cpu is None and t - self._cpu_t >= 0.2):
             now = _cpu_times(self._process)
-            self._cpu = _cpu_share(self._cpu_base, now)
-            self._cpu_base, self._cpu_t = now, t
-        return dict(self._cpu)
+            share = _cpu_share(self._cpu_base, now)
+            if share is not None:
+                self._cpu = share
+                self._cpu_base, self._cpu_t = now, t
+        return dict(self._cpu) if self._cpu is not None else None
 
     def inferred(self, t: float, ms: float) -> None:
         with self._lock:
@@ -205,8 +207,11 @@ class DetectorStats:
 
     def host(self, t: float, camera_on: bool) -> dict[str, Any]:
         """CPU, memory and the Pi's health; `camera_on`: a Pi camera is running (CMA matters)."""
+        snap: dict[str, Any] = {}
         with self._lock:
-            snap: dict[str, Any] = {"cpu_percent": self._cpu_percent(t)}
+            cpu = self._cpu_percent(t)
+        if cpu is not None:
+            snap["cpu_percent"] = cpu
         snap["rss_mb"] = round(self._process.memory_info().rss / 2**20, 1)
         thermal = self._sysfs.read()
         if thermal.temperature_c is not None:
@@ -265,27 +270,12 @@ def _cpu_times(process: psutil.Process) -> tuple[float, float, float]:
     return p.user + p.system, total - idle, total
 
 
-def _cpu_share(a: tuple[float, float, float], b: tuple[float, float, float]) -> dict[str, float]:
-    """Process CPU (100 = one core, as top shows it) and system CPU (100 = all cores) between two samples."""
+def _cpu_share(a: tuple[float, float, float], b: tuple[float, float, float]) -> dict[str, float] | None:
+    """Process CPU (100 = one core, as top shows it) and system CPU (100 = all cores) between two
+    samples; None when no time passed on the system's clock between them (nothing measured)."""
     total = b[2] - a[2]
     if total <= 0:
-        return {"process": 0.0, "system": 0.0}
+        return None
     cores = psutil.cpu_count() or 1
     return {"process": round(100.0 * cores * (b[0] - a[0]) / total, 1),
             "system": round(100.0 * (b[1] - a[1]) / total, 1)}
-
-
-def log_line(snap: dict[str, Any]) -> str:
-    """One key=value line, flat, for journalctl and grep."""
-    parts = []
-    for key, value in snap.items():
-        if isinstance(value, dict):
-            if value:  # nested figures (mqtt.objects.person) flatten to mqtt_objects_person=
-                parts.append(log_line({f"{key}_{k}": v for k, v in value.items()}))
-        elif isinstance(value, list):
-            parts.append(f"{key}={','.join(map(str, value)) or '-'}")
-        elif isinstance(value, str):
-            parts.append(f"{key}={value or '-'}")
-        else:
-            parts.append(f"{key}={value}")
-    return " ".join(parts)

@@ -294,8 +294,9 @@ class ViewerServer:
     def __init__(self, cfg: HttpConfig, api: Api, cameras: dict[str, CameraView]):
         check_host(cfg.host)
         if not is_loopback(cfg.host) and not cfg.token:
-            raise UserError(f"http.host = {cfg.host!r} serves the network: set http.token (or --token) so that "
-                            "viewers must present it, or keep host = \"127.0.0.1\"")
+            raise UserError(f"http.host = {cfg.host!r} serves the network: set http.token in the config, or give "
+                            "--token-file FILE or the EDGEDETECT_TOKEN environment variable, so that viewers must "
+                            "present it; or keep host = \"127.0.0.1\"")
         self.cfg = cfg
         self.api = api
         self.cameras = cameras

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import pwd
 import threading
 from pathlib import Path
 
@@ -18,6 +20,42 @@ log = logging.getLogger("edgedetect.sources")
 # FFmpeg's RTSP default is UDP, which loses packets on Wi-Fi and smears frames.
 os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 _TIMEOUT_MS = 5000
+VIDEO_GROUP = "video"
+OPENCV_LOG_ERROR = 2  # cv2.setLogLevel: 0 silent, 1 fatal, 2 error, 3 warning (its default)
+
+
+def video_devices(dev_root: str | Path = "/dev") -> list[Path]:
+    """The V4L2 device nodes, /dev/video0 before /dev/video10."""
+    found = Path(dev_root).glob("video*")
+    return sorted((p for p in found if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+
+
+def camera_hint(dev_root: str | Path = "/dev") -> str:
+    """What a user whose camera does not open needs to know: which devices there are, and
+    whether this user may open them (the video group)."""
+    found = video_devices(dev_root)
+    if not found:
+        return f"no {dev_root}/video* device: plug the camera in ('lsusb' lists USB devices)"
+    user = pwd.getpwuid(os.getuid()).pw_name
+    try:
+        gid = grp.getgrnam(VIDEO_GROUP).gr_gid
+    except KeyError:
+        member = True  # no such group here: the devices' own modes decide
+    else:
+        member = os.getuid() == 0 or gid in os.getgroups()
+    where = f"devices: {', '.join(map(str, found))}"
+    if member:
+        return f"{where}; user {user} is in the {VIDEO_GROUP} group"
+    return (f"{where}; user {user} is not in the {VIDEO_GROUP} group: sudo usermod -aG {VIDEO_GROUP} {user}, "
+            "then log in again")
+
+
+def quiet_opencv() -> None:
+    """OpenCV's own [ WARN ] lines (a camera index that does not open, select() timeouts) go to
+    stderr beside ours and say less: keep its errors only, unless OPENCV_LOG_LEVEL or --debug
+    asks for more."""
+    if "OPENCV_LOG_LEVEL" not in os.environ and not logging.getLogger("edgedetect").isEnabledFor(logging.DEBUG):
+        cv2.setLogLevel(OPENCV_LOG_ERROR)
 
 
 class VideoFile:
@@ -102,9 +140,10 @@ class LiveCapture:
 
     def open(self) -> None:
         dev = self._device()
+        quiet_opencv()
         if dev is not None:
             if isinstance(dev, str) and not Path(dev).exists():
-                raise SourceError(f"{dev}: camera device not found (is the camera plugged in?)")
+                raise SourceError(f"{dev}: camera device not found ({camera_hint()})")
             cap = cv2.VideoCapture(dev, cv2.CAP_V4L2)
             if cap.isOpened():
                 # USB cameras deliver far higher rates as MJPEG than as raw YUYV over USB 2.
@@ -117,7 +156,10 @@ class LiveCapture:
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, _TIMEOUT_MS]
             cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
-            raise SourceError(f"{self.uri}: cannot open camera or stream")
+            if dev is not None:
+                raise SourceError(f"{self.uri}: cannot open the camera ({camera_hint()})")
+            raise SourceError(f"{self.uri}: cannot open the stream (is the address right, and the camera on the "
+                              "network? try it in VLC or ffplay)")
         fps = cap.get(cv2.CAP_PROP_FPS)
         self._fps = fps if 0 < fps < 1000 else None
         self._cap = cap

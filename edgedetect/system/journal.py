@@ -1,6 +1,6 @@
 """Logging straight to the systemd journal, with the figures as structured fields.
 
-Each stats line carries its snapshot (report.log_sink passes `extra={"snapshot": ...}`);
+Each stats line carries its snapshot (report.LogSink passes `extra={"snapshot": ...}`);
 here it becomes EDGEDETECT_* fields, so `journalctl -u edgedetect EDGEDETECT_SOURCE_STATE=stalled`
 or `-o json` tools read numbers, not text. Needs python3-systemd (apt) or systemd-python (pip,
 the `journal` extra); without it the daemon logs to stderr, which journald also stores.

@@ -13,6 +13,7 @@ log = logging.getLogger("edgedetect.system.health")
 
 TEMP_FILE = "class/thermal/thermal_zone0/temp"
 THROTTLED_FILE = "devices/platform/soc/soc:firmware/get_throttled"
+MODEL_FILE = "firmware/devicetree/base/model"  # "Raspberry Pi 4 Model B Rev 1.4" on a Pi
 
 # Bits of the firmware's get_throttled word (Raspberry Pi documentation, vcgencmd get_throttled).
 THROTTLE_FLAGS = {
@@ -48,6 +49,12 @@ class SysfsReader:
             return (self.root / rel).read_text().strip()
         except (OSError, UnicodeDecodeError):
             return None
+
+    def is_raspberry_pi(self) -> bool:
+        try:
+            return b"Raspberry Pi" in (self.root / MODEL_FILE).read_bytes()
+        except OSError:
+            return False
 
     def read(self) -> Thermal:
         temp = throttled = None
