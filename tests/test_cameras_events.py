@@ -393,4 +393,4 @@ def test_events_page_filters_and_shows_the_camera(two) -> None:
     assert select and "hidden" not in select.group(1), dom[:3000]
     assert re.findall(r'<option value="(\w*)">', select.group(0)) == ["", "a", "b"]
     cards = re.findall(r'<div class="camera">(\w+)</div>', dom)
-    assert set(cards) == {"a", "b"} and len(cards) == dom.count('<article class="ev')
+    assert set(cards) == {"a", "b"} and len(cards) == dom.count('<article class="item')

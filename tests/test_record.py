@@ -234,7 +234,7 @@ def test_vtest_events_zones_snapshots_clips(tmp_path: Path) -> None:
         code, _ = d.terminate()
     assert code == 0
     events = sorted(EventStore(store).query(limit=1000), key=lambda e: e.start)
-    assert len(events) >= 15 and stats["events_stored"] >= 15 and stats["frames_dropped"] == 0
+    assert len(events) >= 10 and stats["events_stored"] >= 10 and stats["frames_dropped"] == 0
     assert all(e.label == "person" and e.end is not None for e in events)
     assert listed_files_complete(store)[0] == len(events)
     first_frame = min(e.start for e in events)  # about when the video started
@@ -337,7 +337,7 @@ def test_full_disk_pauses_then_resumes_by_itself(tmp_path: Path) -> None:
             t_pause = time.monotonic()
             at_pause = rec()
             inferred = d.json("/api/stats")["frames_inferred"]
-            time.sleep(4)
+            d.wait_for(lambda: rec()["events_skipped"] > at_pause["events_skipped"], timeout=60)
             during = d.json("/api/stats")
             fps = (during["frames_inferred"] - inferred) / (time.monotonic() - t_pause)
             assert during["record"]["paused"] and during["record"]["events_skipped"] > at_pause["events_skipped"]
