@@ -14,8 +14,8 @@ from typing import Any, Callable
 from edgedetect import clock
 from edgedetect.config import Config, camera_configs
 from edgedetect.detect.catalogue import Catalogue
-from edgedetect.detect.model import DetectFilter, Model
-from edgedetect.detect.resolve import load_configured, resolve_model
+from edgedetect.detect.model import Model
+from edgedetect.detect.resolve import detect_filter, load_configured, resolve_model
 from edgedetect.detect.runtime import default_threads
 from edgedetect.extensions import Extension, Hooks, attach_all
 from edgedetect.pipeline.builder import Pipeline, PipelineOptions
@@ -33,11 +33,6 @@ log = logging.getLogger("edgedetect")
 
 SHUTDOWN_JOIN_S = 1.5
 MONITOR_PERIOD_S = 0.25
-
-
-def detect_filter(cfg: Config) -> DetectFilter:
-    d = cfg.detect
-    return DetectFilter(d.threshold, frozenset(d.allow), frozenset(d.deny), d.max_detections, d.iou)
 
 
 def pipeline_options(cfg: Config) -> PipelineOptions:

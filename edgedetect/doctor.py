@@ -81,7 +81,7 @@ def check_config(args: argparse.Namespace) -> tuple[Check, Any]:
 
 
 def check_runtime() -> Check:
-    from edgedetect.detect.runtime import interpreter_class
+    from edgedetect.detect.interpreter import interpreter_class
 
     try:
         _, name = interpreter_class()

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from edgedetect.config import Config
+from edgedetect.detect.resolve import detect_filter
 
 log = logging.getLogger("edgedetect")
 
@@ -59,8 +60,6 @@ def plan(old: Config, new: Config) -> tuple[list[str], list[str]]:
 def apply(daemon: Any, new: Config) -> tuple[list[str], list[str]]:
     """Put the live changes of `new` into the running daemon; returns (applied, refused) and logs
     one line for each list that is not empty."""
-    from edgedetect.daemon import detect_filter
-
     cfg: Config = daemon.cfg
     live, refused = plan(cfg, new)
     for key in live:

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Iterable
 
-from edgedetect.storage.ondisk import write_atomic
+from edgedetect.system.files import write_atomic
 
 log = logging.getLogger("edgedetect.switches")
 

@@ -90,7 +90,7 @@ def test_golden_cocoapi_fake_detections():
 def test_bad_labels_are_one_line_each(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """A malformed XML, a YOLO line of 4 values: an error naming file and line, that picture left
     out; a label file without its picture: a warning naming it; pictures without labels: one line."""
-    from edgedetect.evaluate.dataset import read_dataset
+    from edgedetect.evaluate.formats import read_dataset
 
     voc = tmp_path / "voc"
     voc_toy_copy(voc, ["2007_000549", "2007_003525", "2010_003115", "2012_003445"])  # the last two have no XML
@@ -130,7 +130,7 @@ def test_names_mapped_to_the_models_and_the_rest_left_out(tmp_path: Path):
     of the ground truth scored (neither found nor missed)."""
     from edgedetect.detect.labels import read_labels
     from edgedetect.evaluate import coco, labelmap
-    from edgedetect.evaluate.dataset import read_dataset
+    from edgedetect.evaluate.formats import read_dataset
 
     (img,) = voc_toy_copy(tmp_path, ["2007_000549"])
     xml = tmp_path / "2007_000549.xml"

@@ -432,7 +432,7 @@ def test_daemon_follows_a_stream_that_changes_size(tmp_path, detector):
     """Before: frames stayed 768x576 (a mosaic, then frozen) with 30 [swscaler] lines, while
     /healthz said 200 and camera_fps 9.9."""
     from edgedetect import config
-    from edgedetect.daemon import detect_filter
+    from edgedetect.detect.resolve import detect_filter
     from edgedetect.frames import Frame
     from edgedetect.pipeline.worker import infer
 

@@ -18,7 +18,8 @@ from conftest import VTEST
 from daemonproc import DaemonProcess
 from recordkit import fill, record_config, tmpfs
 from edgedetect.frames import Frame
-from edgedetect.storage.ondisk import CLIP, CROP, SNAPSHOT, StorageFull, write_atomic
+from edgedetect.storage.ondisk import CLIP, CROP, SNAPSHOT
+from edgedetect.system.files import StorageFull, write_atomic
 from edgedetect.storage.store import EventStore, event_json
 
 av = pytest.importorskip("av")

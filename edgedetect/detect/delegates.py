@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from edgedetect.detect.interpreter import interpreter_class
 from edgedetect.errors import ModelError
 
 EDGETPU = "edgetpu"
@@ -39,7 +40,6 @@ def parse_options(items: Sequence[str]) -> dict[str, str]:
 
 def _runtime_load_delegate() -> Any:
     """`load_delegate` of the runtime whose interpreter runs the model."""
-    from edgedetect.detect.runtime import interpreter_class
 
     cls, _ = interpreter_class()
     return getattr(sys.modules[cls.__module__], "load_delegate")

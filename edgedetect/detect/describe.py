@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgedetect.detect.families import load_model
-from edgedetect.detect.runtime import interpreter_class, load_interpreter
+from edgedetect.detect.interpreter import interpreter_class
+from edgedetect.detect.runtime import load_interpreter
 from edgedetect.detect.tensors import TensorInfo, tensor_info
 from edgedetect.errors import ModelError
 

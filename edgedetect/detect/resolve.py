@@ -8,11 +8,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgedetect.config import ModelConfig
+from edgedetect.config import Config, ModelConfig
 from edgedetect.detect.catalogue import Catalogue
 from edgedetect.detect.delegates import load_delegates
 from edgedetect.detect.families import load_model
-from edgedetect.detect.model import Model
+from edgedetect.detect.model import DetectFilter, Model
 from edgedetect.errors import ModelError, UserError
 
 log = logging.getLogger("edgedetect.detect")
@@ -82,3 +82,9 @@ def load_configured(mc: ModelConfig, files: ModelFiles, threads: int | None = No
     if model.kind == "detector" and not model.labels:
         log.warning("%s: no labels file found; classes are shown as numbers", files.model)
     return model
+
+
+def detect_filter(cfg: Config) -> DetectFilter:
+    """[detect] as the filter a model applies (the daemon's, and a SIGHUP reload's)."""
+    d = cfg.detect
+    return DetectFilter(d.threshold, frozenset(d.allow), frozenset(d.deny), d.max_detections, d.iou)

@@ -64,7 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edgedetect.detect.catalogue import Catalogue
     from edgedetect.detect.runtime import default_threads
     from edgedetect.evaluate import coco, infer, labelmap, report, scoring
-    from edgedetect.evaluate.dataset import read_dataset
+    from edgedetect.evaluate.formats import read_dataset
     from edgedetect.evaluate.progress import ProgressBar
 
     scoring.library()  # the missing extra is one line before anything slow

@@ -1,8 +1,8 @@
 """Labelled pictures as `edgedetect eval` reads them, whatever the format: which images, which
 boxes, and what did not fit.
 
-The format is found from the files (`detect_format`) or named; VOC and YOLO pair one label file
-with each image (`pair`), COCO lists the images in one file (see coco.py). A malformed label file is
+The format is found from the files or named (formats.py); VOC and YOLO pair one label file with
+each image (`pair`), COCO lists the images in one file (see coco.py). A malformed label file is
 one error line naming the file and line, and its image is left out (not scored as empty, which
 would count its objects as misses); a label file without its image is a warning naming it; images
 without a label file are pictures with no objects, said in one line with their count.
@@ -20,7 +20,6 @@ from edgedetect.sources.images import IMAGE_SUFFIXES
 
 log = logging.getLogger("edgedetect.evaluate")
 
-FORMATS = ("voc", "yolo", "coco")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,45 +117,4 @@ def pair(root: Path, fmt: str, labels: list[Path], candidates: Callable[[Path], 
     if unlabelled:
         data.notes.append(f"{unlabelled} of {len(images)} images have no label file: scored as pictures with no objects")
         log.info("%s", data.notes[-1])
-    return data
-
-
-def detect_format(root: Path) -> str:
-    """The one format whose label files are present below `root`."""
-    from edgedetect.evaluate import coco, voc, yolo
-
-    if root.is_file():
-        if root.suffix.lower() == ".json":
-            return "coco"
-        raise UserError(f"--data {root}: expected a folder of labelled pictures or a COCO .json file")
-    found = [name for name, mod in (("coco", coco), ("yolo", yolo), ("voc", voc)) if mod.present(root)]
-    if not found:
-        raise UserError(f"--data {root}: no labels found (expected Pascal VOC .xml files beside the images or in "
-                        "annotations/, YOLO .txt files with classes.txt or data.yaml, or a COCO .json file)")
-    if len(found) > 1:
-        raise UserError(f"--data {root}: labels in more than one format ({', '.join(found)}); choose one with --format")
-    return found[0]
-
-
-def read_dataset(root: str | Path, fmt: str = "auto") -> Dataset:
-    """The labelled pictures at `root` (a folder, or a COCO .json file)."""
-    from edgedetect.evaluate import coco, voc, yolo
-
-    path = Path(root).expanduser()
-    if not path.exists():
-        raise UserError(f"--data {path}: not found (expected a folder of labelled pictures)")
-    fmt = detect_format(path) if fmt == "auto" else fmt
-    if fmt not in FORMATS:
-        raise UserError(f"--format: expected auto or one of {', '.join(FORMATS)}, got {fmt!r}")
-    reader = {"voc": voc.read, "yolo": yolo.read, "coco": coco.read}[fmt]
-    try:
-        data = reader(path)
-    except LabelError as e:  # the class names or the one COCO file: nothing can be scored without them
-        raise UserError(str(e)) from None
-    seen: dict[str, None] = dict.fromkeys(data.names)
-    for s in data.samples:
-        seen.update(dict.fromkeys(b.label for b in s.boxes))
-    data.names = list(seen)
-    if not data.samples:
-        raise UserError(f"--data {path}: no picture left to score (every label file was malformed, see above)")
     return data

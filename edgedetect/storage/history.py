@@ -224,9 +224,9 @@ OFF_HINT = ("recording is off: to keep events with snapshots and clips, set [rec
 
 
 def _off_page() -> bytes:
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>edgedetect events</title>
-<style>body{{background:#111;color:#ddd;font:15px/1.5 system-ui,sans-serif;max-width:46em;margin:3em auto;padding:0 1em}}
-pre{{background:#222;padding:1em;border-radius:4px}}a{{color:#8cf}}</style></head><body>
+    return """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>edgedetect events</title>
+<style>body{background:#111;color:#ddd;font:15px/1.5 system-ui,sans-serif;max-width:46em;margin:3em auto;padding:0 1em}
+pre{background:#222;padding:1em;border-radius:4px}a{color:#8cf}</style></head><body>
 <h1>Recording is off</h1>
 <p>This daemon does not keep events, so there is nothing to look back on yet.
 To keep each event with its snapshot and clip, add this to the config

@@ -28,6 +28,8 @@ import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
+from edgedetect.system.files import TMP_SUFFIX, write_atomic
+
 ID_RE = re.compile(r"[0-9]{1,12}\.[0-9]{3}-[0-9]{1,9}")
 REVIEW_RE = re.compile(r"r[0-9]{1,12}\.[0-9]{3}-[0-9]{1,9}")
 MARKER = ".edgedetect-store"
@@ -36,7 +38,6 @@ INDEX_FILES = frozenset({INDEX, f"{INDEX}-wal", f"{INDEX}-shm", f"{INDEX}-journa
 META = "event.json"
 SNAPSHOT, CROP, CLIP = "snapshot.jpg", "crop.jpg", "clip.mp4"
 FILES = (SNAPSHOT, CROP, CLIP)
-TMP_SUFFIX = ".tmp"
 PROBE = ".write-probe"  # written and removed to learn whether writes work again
 OWN = frozenset((META, *FILES))
 TEMPORARY = frozenset(f".{n}{TMP_SUFFIX}" for n in OWN)
@@ -45,49 +46,10 @@ REVIEW_FILES = (CLIP, BOXES)
 REVIEW_OWN = frozenset((REVIEW_META, *REVIEW_FILES))
 REVIEW_TEMPORARY = frozenset(f".{n}{TMP_SUFFIX}" for n in REVIEW_OWN)
 META_MAX_BYTES = 64 * 1024
-FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class NotOurs(Exception):
     """The folder holds files the store did not make."""
-
-
-class StorageFull(OSError):
-    """A write failed for want of space (ENOSPC, a quota, a file size limit)."""
-
-
-def is_full(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno in FULL_ERRNOS
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """`data` as `path`, all or nothing: temporary file, fsync, rename. StorageFull when the
-    disk is full (the temporary file is removed)."""
-    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if is_full(e):
-            raise StorageFull(e.errno, f"{path}: {e.strerror}") from None
-        raise
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

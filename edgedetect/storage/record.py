@@ -44,7 +44,8 @@ from edgedetect.frames import Frame, Result
 from edgedetect.storage import recorder as clips
 from edgedetect.storage import review
 from edgedetect.storage.history import History
-from edgedetect.storage.ondisk import NotOurs, StorageFull, is_full
+from edgedetect.storage.ondisk import NotOurs
+from edgedetect.system.files import StorageFull, is_full
 from edgedetect.storage.store import EventStore
 from edgedetect.tracking.events import ObjectEvent, Sighting, crop_region, event_id as make_id
 from edgedetect.tracking.tracker import Box, TrackEvent

@@ -396,7 +396,7 @@ class ClipRecorder(StageThread):
             clip.out.close()
             if clip.packets == 0:
                 raise RuntimeError("no video in the clip")
-            from edgedetect.storage.ondisk import fsync_file
+            from edgedetect.system.files import fsync_file
 
             fsync_file(clip.path)
         except Exception as e:  # noqa: BLE001

@@ -46,8 +46,8 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 from edgedetect import clock
 from edgedetect.storage import ondisk
 from edgedetect.storage.ondisk import (BOXES, CLIP, CROP, FILES, ID_RE, INDEX, INDEX_FILES, META, REVIEW_FILES,
-                                       REVIEW_KEYS, REVIEW_META, SNAPSHOT, TEMPORARY, TMP_SUFFIX, StorageFull,
-                                       is_review, write_atomic)
+                                       REVIEW_KEYS, REVIEW_META, SNAPSHOT, TEMPORARY, is_review)
+from edgedetect.system.files import TMP_SUFFIX, StorageFull, write_atomic
 
 log = logging.getLogger("edgedetect.storage.store")
 
