@@ -4,7 +4,7 @@ history provide them without importing the server."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import BinaryIO, Callable, Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,9 +16,19 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
+class FilePart:
+    """`length` bytes of an open file from `offset`, sent from disk as the client takes them (a
+    large clip never sits in memory). The server closes the file, whether it sends it or not."""
+
+    file: BinaryIO
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
 class Response:
     status: int
-    body: bytes
+    body: bytes | FilePart
     content_type: str
     headers: tuple[tuple[str, str], ...] = ()
 

@@ -2,8 +2,10 @@
 
 Standard library only. Every stream client gets its own thread that always sends the newest
 JPEG; a client that reads slowly skips frames (its own, nobody else's) and one that stops
-reading is dropped after `client_timeout`. Nothing outside the package's own viewer page is
-ever read from disk.
+reading is dropped after `client_timeout`. A file a route hands over (a clip) goes from disk to
+the socket as the client takes it, however long that lasts, while `client_timeout` bounds each
+wait for the client to take more. Nothing outside the package's own viewer page is ever read
+from disk.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from edgedetect.config import HttpConfig
 from edgedetect.errors import UserError, shorten
 from edgedetect.hosts import allowed_name, check_host, host_name, is_loopback, is_loopback_name, url_host
 from edgedetect.pipeline.publish import Publisher
-from edgedetect.routes import Request, Route
+from edgedetect.routes import FilePart, Request, Route
 
 log = logging.getLogger("edgedetect.sinks.viewer")
 
@@ -40,6 +42,8 @@ ROUTES = {"/", "/index.html", "/stream.mjpg", "/snapshot.jpg", "/api/stats", "/a
 MAX_REFUSED_HOSTS_LOGGED = 32  # distinct refused Host names that get a log line; later ones are only counted
 MAX_HEAD = 70_000  # bytes of request line and headers buffered before the handler judges them
 POLL_S = 0.2  # accept loop: how late a stop or an expired deadline may be noticed
+WRITE_CHUNK = 65536  # bytes of a body written at once: the client timeout bounds each write
+UNSENT_LOWAT = 131072  # a file's bytes the kernel holds unsent for a client before the next wait
 
 
 
@@ -463,18 +467,31 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
             # The stdlib puts the request line into the status line and the body of a 400.
             super().send_error(code, None if message is None else redact(message, srv.cfg.token), explain)
 
-        def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
+        def _send(self, status: int, body: bytes | FilePart, ctype: str, extra: dict[str, str] | None = None) -> None:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(body.length if isinstance(body, FilePart) else len(body)))
             self.send_header("Cache-Control", "no-store")
             # One request per connection: an idle keep-alive connection would hold a thread.
             extra = {"Connection": "close", **(extra or {})}
             for k, v in extra.items():
                 self.send_header(k, v)
             self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+            if self.command == "HEAD":
+                return
+            if isinstance(body, FilePart):
+                # sendfile(2): the kernel copies from the page cache, so a download costs no
+                # memory here. The socket's timeout bounds each wait for room, not the whole
+                # file; with few bytes queued unsent, room comes each time the client reads a
+                # little, so a slow client is not taken for one that stopped reading.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, UNSENT_LOWAT)
+                sent = self.connection.sendfile(body.file, body.offset, body.length) if body.length else 0
+                if sent < body.length:
+                    log.debug("%s: file ended after %d of %d bytes", self.client_address[0], sent, body.length)
+                return
+            view = memoryview(body)
+            for i in range(0, len(view), WRITE_CHUNK):
+                self.wfile.write(view[i:i + WRITE_CHUNK])
 
         def _json(self, status: int, obj: Any) -> None:
             self._send(status, json.dumps(obj).encode(), "application/json")
@@ -556,7 +573,11 @@ def _make_handler(srv: ViewerServer) -> type[BaseHTTPRequestHandler]:
                 self._error(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": ", ".join(sorted(spec.methods | {"HEAD"}))})
                 return
             r = spec.handler(Request(self.command, path, query, {k.lower(): v for k, v in self.headers.items()}))
-            self._send(r.status, r.body, r.content_type, dict(r.headers))
+            try:
+                self._send(r.status, r.body, r.content_type, dict(r.headers))
+            finally:  # also after HEAD, a client gone, a timeout
+                if isinstance(r.body, FilePart):
+                    r.body.file.close()
 
         def do_DELETE(self) -> None:
             routed = self._route()

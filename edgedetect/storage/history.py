@@ -6,7 +6,7 @@
                                             `next` is the `before` of the following page
     GET    /api/reviews/<id>                one review item
     DELETE /api/reviews/<id>                delete it (its clip, boxes and objects)
-    GET    /reviews/<id>/clip.mp4           its clip (?download=1: as a download)
+    GET    /reviews/<id>/clip.mp4           its clip (one byte range with Range; ?download=1: as a download)
     GET    /reviews/<id>/boxes.json         each object's boxes over time
     GET    /api/events?camera=&label=&zone=&since=&until=&limit=    single objects, newest first,
                                             each naming its review item and clip
@@ -14,28 +14,29 @@
     DELETE /api/events/<id>                 delete it (and its review item if it was the last object)
     GET    /events/<id>/snapshot.jpg        the best frame, boxes drawn
     GET    /events/<id>/crop.jpg            the object
-    GET    /events/<id>/clip.mp4            the clip of an event stored with one of its own
+    GET    /events/<id>/clip.mp4            the clip of an event stored with one of its own (as above)
 
 No request names a file: the path gives an event id, checked against the id pattern and looked
 up in the index, and one of three fixed file names; anything else is a 404 before the disk is
-touched, and a file is opened without following links. `since` and `until` are wall-clock
-seconds since the epoch. The list names the cameras, zones and labels to filter by (the zones
-and labels of every camera). While the store cannot be used, the lists are empty and
-`record.reason` says why.
+touched, and a file is opened without following links. Files are sent from disk as the client
+takes them, never read whole into memory. `since` and `until` are wall-clock seconds since the
+epoch. The list names the cameras, zones and labels to filter by (the zones and labels of every
+camera). While the store cannot be used, the lists are empty and `record.reason` says why.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from edgedetect.config import Config, camera_configs
 from edgedetect.storage.ondisk import BOXES, CLIP, CROP, ID_RE, REVIEW_RE, SNAPSHOT
 from edgedetect.storage.store import BOXES_MAX_BYTES, EventStore, event_json, review_json
-from edgedetect.routes import Request, Response
+from edgedetect.routes import FilePart, Request, Response
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -46,21 +47,22 @@ TYPES = {SNAPSHOT: "image/jpeg", CROP: "image/jpeg", CLIP: "video/mp4", BOXES: "
 RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
-def ranged(req: Request, body: bytes, ctype: str, headers: tuple[tuple[str, str], ...]) -> Response:
-    """`body`, or the one byte range the request asks for (206; 416 when it lies outside).
-    Several ranges in one request are answered with the whole body, as RFC 9110 allows."""
+def ranged(req: Request, f: BinaryIO, size: int, ctype: str, headers: tuple[tuple[str, str], ...]) -> Response:
+    """The open file `f` of `size` bytes, or the one byte range of it the request asks for (206;
+    416 when it lies outside). Several ranges in one request are answered with the whole file,
+    as RFC 9110 allows. The response owns `f`."""
     m = RANGE_RE.fullmatch(req.headers.get("range", "").strip())
     if m is None or (not m.group(1) and not m.group(2)):
-        return Response(200, body, ctype, headers)
-    size = len(body)
+        return Response(200, FilePart(f, 0, size), ctype, headers)
     if m.group(1):
         first = int(m.group(1))
         last = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
     else:  # the last N bytes
         first, last = max(0, size - int(m.group(2))), size - 1
     if first >= size or last < first:
-        return Response(416, b"", ctype, headers + (("Content-Range", f"bytes */{size}"),))
-    return Response(206, body[first:last + 1], ctype, headers + (("Content-Range", f"bytes {first}-{last}/{size}"),))
+        return Response(416, FilePart(f, 0, 0), ctype, headers + (("Content-Range", f"bytes */{size}"),))
+    return Response(206, FilePart(f, first, last - first + 1), ctype,
+                    headers + (("Content-Range", f"bytes {first}-{last}/{size}"),))
 
 
 def _json(status: int, obj: Any) -> Response:
@@ -156,21 +158,25 @@ class History:
         parts = req.path[len("/reviews/"):].split("/")
         if len(parts) != 2 or not REVIEW_RE.fullmatch(parts[0]) or parts[1] not in (CLIP, BOXES):
             return _error(404, "not found")
+        return self._file(req, parts[0], parts[1])
+
+    def _file(self, req: Request, listed_id: str, name: str) -> Response:
+        """A listed event's or review item's file, streamed from disk by the server; a clip with
+        byte ranges, and as a download with ?download=1."""
         store = self.store()
-        f = store.open(parts[0], parts[1]) if store else None
+        f = store.open(listed_id, name) if store else None
         if f is None:
             return _error(404, "not found")
-        with f:
-            body = f.read(BOXES_MAX_BYTES + 1) if parts[1] == BOXES else f.read()
-        if len(body) > BOXES_MAX_BYTES and parts[1] == BOXES:
+        size = os.fstat(f.fileno()).st_size
+        if name == BOXES and size > BOXES_MAX_BYTES:
+            f.close()
             return _error(404, "not found")
-        headers: tuple[tuple[str, str], ...] = ()
-        if parts[1] != CLIP:
-            return Response(200, body, TYPES[parts[1]])
-        headers = (("Accept-Ranges", "bytes"),)
+        if name != CLIP:
+            return Response(200, FilePart(f, 0, size), TYPES[name])
+        headers: tuple[tuple[str, str], ...] = (("Accept-Ranges", "bytes"),)
         if req.query.get("download"):
-            headers += (("Content-Disposition", f'attachment; filename="{parts[0]}.mp4"'),)
-        return ranged(req, body, TYPES[CLIP], headers)
+            headers += (("Content-Disposition", f'attachment; filename="{listed_id}.mp4"'),)
+        return ranged(req, f, size, TYPES[CLIP], headers)
 
     # --- routes (HTTP threads) -----------------------------------------------------------------
 
@@ -209,13 +215,7 @@ class History:
         parts = req.path[len("/events/"):].split("/")
         if len(parts) != 2 or not ID_RE.fullmatch(parts[0]) or parts[1] not in TYPES:
             return _error(404, "not found")
-        store = self.store()
-        f = store.open(parts[0], parts[1]) if store else None
-        if f is None:
-            return _error(404, "not found")
-        with f:
-            body = f.read()
-        return Response(200, body, TYPES[parts[1]])
+        return self._file(req, parts[0], parts[1])
 
 
 OFF_HINT = ("recording is off: to keep events with snapshots and clips, set [record] enabled = true (and dir, "
