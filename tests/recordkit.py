@@ -7,6 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import cv2
 import pytest
 
 from conftest import VTEST
@@ -110,3 +111,19 @@ name = "front"
 polygon = {json.dumps(HALL_ZONE)}
 """)
     return cfg
+
+
+def vtest_part(out: Path, frames: int, size: tuple[int, int] | None = None) -> Path:
+    """The first `frames` frames of vtest.avi (10 fps), resized to `size` (width, height) if
+    given, as MJPEG in AVI at `out`."""
+    src = cv2.VideoCapture(str(VTEST))
+    w, h = size or (int(src.get(cv2.CAP_PROP_FRAME_WIDTH)), int(src.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
+    for _ in range(frames):
+        ok, img = src.read()
+        if not ok:
+            break
+        writer.write(img if size is None else cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
+    writer.release()
+    src.release()
+    return out

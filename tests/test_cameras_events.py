@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import VTEST
+from recordkit import vtest_part
 from daemonproc import DaemonProcess
 from edgedetect import config
 from edgedetect.config import CameraConfig, Config, ZoneConfig
@@ -47,18 +48,8 @@ JPEG = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
 
 def half_size_copy(tmp: Path, frames: int = 400) -> Path:
     """The first `frames` frames of vtest.avi at half its size (MJPEG in AVI)."""
-    out = tmp / "vtest-half.avi"
-    src = cv2.VideoCapture(str(VTEST))
     h, w = SIZES["b"]
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
-    for _ in range(frames):
-        ok, img = src.read()
-        if not ok:
-            break
-        writer.write(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
-    writer.release()
-    src.release()
-    return out
+    return vtest_part(tmp / "vtest-half.avi", frames, (w, h))
 
 
 def two_cameras(tmp: Path, small: Path, clips: bool = True) -> str:
