@@ -30,6 +30,15 @@ class Frame:
     image: np.ndarray
     lores: np.ndarray | None = None
     camera: str = ""  # the name of the camera it came from
+    # For a file read unpaced: the capture time of its first frame plus this frame's position at
+    # the file's frame rate. The tracker's motion model runs on it, so a file makes the same events
+    # however fast the machine reads it. None: the scene's time is the capture time.
+    t_media: float | None = None
+
+    @property
+    def t_scene(self) -> float:
+        """The time in the scene this frame shows, for anything that models motion."""
+        return self.t_capture if self.t_media is None else self.t_media
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image", frozen_array(self.image))

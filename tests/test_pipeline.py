@@ -8,6 +8,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 from conftest import VTEST
 
 from edgedetect.config import ONE_CAMERA
@@ -130,6 +131,12 @@ def test_unpaced_file_is_pulled_frame_by_frame(detector):
     persons = [sum(d.label == "person" for d in r.detections) for r in seen]
     assert np.mean(persons) >= 2  # about five people walk through every frame
     assert snap["inference_ms"]["p50"] > 0 and snap["latency_ms"]["p50"] >= snap["inference_ms"]["p50"] * 0.5
+    # The scene's clock is the file's: its frame rate (10 fps) from the first frame on, however
+    # fast the detector took them; live sources and paced files have t_media None.
+    t0 = seen[0].frame.t_capture
+    assert [r.frame.t_scene - t0 for r in seen] == pytest.approx([i / 10.0 for i in range(len(seen))])
+    live_snap, live_seen = run_pipeline(detector, LiveVideo, enough=5)
+    assert all(r.frame.t_media is None and r.frame.t_scene == r.frame.t_capture for r in live_seen)
 
 
 def test_publisher_encodes_once_per_result_lazily():

@@ -128,6 +128,32 @@ def test_a_walker_unseen_while_the_scene_was_still_is_found_where_it_walked_to()
     assert kinds(events) == [("start", 1)] and tr.tracks[0].hits == 22 and tr.tracks[0].misses == 0
 
 
+def test_the_scene_clock_drives_the_motion_model_and_events_report_capture_times() -> None:
+    """An unpaced file is read as fast as the machine goes: its frames' capture times say nothing
+    of the scene. Fed the file's own times as t_scene, two runs at different reading speeds make
+    the same events on the same frames, each dated by its own capture times."""
+    walkers = [[person(0.05 + 0.02 * i, w=0.05, h=0.15), person(0.8 - 0.015 * i, y=0.32, w=0.05, h=0.15)]
+               for i in range(40)]
+    walkers[12:20] = [[]] * 8  # both hidden 0.8 s, less than max_lost_s; 1 s of capture time when read slowly
+    frames = walkers + [[]] * 30
+
+    def read(capture_period: float) -> list[TrackEvent]:
+        tr = Tracker(TrackerConfig(min_hits=3, max_lost_s=1.0, update_interval=0.5))
+        out = []
+        for i, dets in enumerate(frames):
+            out += tr.update(dets, 100 + i * capture_period, i, t_scene=i / FPS)
+        return out
+
+    fast, slow = read(0.01), read(0.5)
+    assert [(e.kind, e.seq, e.frame) for e in fast] == [(e.kind, e.seq, e.frame) for e in slow]
+    assert kinds(fast) == [("start", 1), ("start", 2), ("end", 1), ("end", 2)]
+    assert fast[-1].end_t == pytest.approx(100 + 39 * 0.01) and slow[-1].end_t == pytest.approx(100 + 39 * 0.5)
+    # On capture times alone, the slow read loses both in the gap (4 s > max_lost_s) and splits them.
+    tr = Tracker(TrackerConfig(min_hits=3, max_lost_s=1.0))
+    split = [e for i, dets in enumerate(frames) for e in tr.update(dets, 100 + i * 0.5, i)]
+    assert sum(e.kind == "start" for e in split) == 4
+
+
 def test_an_object_survives_a_gap_shorter_than_max_lost_s_and_ends_after_it() -> None:
     tr = Tracker(TrackerConfig(min_hits=3, max_lost_s=2.0))
     events = []

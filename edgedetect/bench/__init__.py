@@ -127,9 +127,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"  {msg}", file=sys.stderr, flush=True)
 
-    if not getattr(args, "debug", False):  # each measured pipeline opens the source again: "source X: running" every time
-        logging.getLogger("edgedetect.pipeline.capture").setLevel(logging.WARNING)
+    # Each measured pipeline opens the source again: "source X: running" every time. The level is
+    # put back afterwards, since the logger outlives the command (tests run it in-process).
+    capture_log = logging.getLogger("edgedetect.pipeline.capture")
+    level = capture_log.level
+    if not getattr(args, "debug", False):
+        capture_log.setLevel(logging.WARNING)
+    try:
+        return _bench(args, progress)
+    finally:
+        capture_log.setLevel(level)
 
+
+def _bench(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
     report = run_bench(model=args.model, source=args.source, threads=args.threads, frames=args.frames,
                        latency_seconds=args.latency_seconds, labels=args.labels or "",
                        models_dir=args.models_dir or "", memory=args.memory,

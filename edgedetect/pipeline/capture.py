@@ -45,6 +45,7 @@ class CaptureThread(StageThread):
         self._slot = slot
         self._stats = stats
         self._index = 0
+        self._media_t: float | None = None  # an unpaced file's t_media of the latest frame
         self.started_t = 0.0
         self.last_frame_t = 0.0
         self._progress_t = 0.0  # last sign of life: start, an open attempt, a frame
@@ -169,6 +170,7 @@ class CaptureThread(StageThread):
         # An unpaced file has no clock of its own: decode the next frame only once the previous
         # one was taken, instead of decoding hundreds a second only to drop them.
         pull = not src.live and getattr(src, "pace", True) is False
+        period = 1.0 / src.fps if pull and src.fps else None
         if hasattr(src, "on_corrupt"):  # a stream that skips undecodable frames counts them here
             src.on_corrupt = self._stats.corrupt_frame  # type: ignore[attr-defined]
         while not self._stop.is_set():
@@ -182,7 +184,9 @@ class CaptureThread(StageThread):
             self.last_frame_t = self._progress_t = t
             self._delay = BACKOFF_START_S
             self._failures.succeeded()
-            frame = Frame(self._index, t, cap.image, cap.lores, self.camera)
+            if period is not None:
+                self._media_t = t if self._media_t is None else self._media_t + period
+            frame = Frame(self._index, t, cap.image, cap.lores, self.camera, self._media_t if period else None)
             self._slot.put(frame)
             if self._on_frame is not None:
                 self._on_frame(frame)

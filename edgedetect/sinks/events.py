@@ -52,7 +52,8 @@ class _Item:
 
     camera: str
     index: int
-    t: float
+    t: float  # capture time
+    t_scene: float  # the time the tracker's motion model runs on (Frame.t_scene)
     image: np.ndarray
     detections: list
 
@@ -106,6 +107,7 @@ class EventsExtension(StageThread):
             return
         try:
             self._queue.put_nowait(_Item(result.camera, result.frame.index, result.frame.t_capture,
+                                         result.frame.t_scene,
                                          result.frame.image, result.detections))
         except queue.Full:
             if self.mqtt is not None:
@@ -154,7 +156,7 @@ class EventsExtension(StageThread):
                     self.mqtt.resync_if_reconnected()
                 follower = None if item is None else self.followers.get(item.camera, self._only)
                 if item is not None and follower is not None:
-                    self._deliver(follower, follower.feed(item.index, item.t, item.image, item.detections))
+                    self._deliver(follower, follower.feed(item.index, item.t, item.image, item.detections, item.t_scene))
                     if self.recording is not None:
                         self.recording.seen(follower.camera, item.t, follower.positions(item.index))
                 elif (self._source_ended_at is not None and not self._ended_flushed

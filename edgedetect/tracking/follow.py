@@ -25,10 +25,12 @@ class Follower:
         self._entered: dict[int, set[str]] = {}  # track key -> zones its object entered
         self._best: dict[int, Sighting] = {}  # track key -> best sighting
 
-    def feed(self, index: int, t: float, image: np.ndarray, detections: Sequence[Detection]) -> list[ObjectEvent]:
-        """One inferred frame (its index, capture time, pixels and detections); the events it causes."""
+    def feed(self, index: int, t: float, image: np.ndarray, detections: Sequence[Detection],
+             t_scene: float | None = None) -> list[ObjectEvent]:
+        """One inferred frame (its index, capture time, pixels and detections, and Frame.t_scene
+        when it differs from the capture time); the events it causes."""
         kept = detections if self.scene.empty else self.scene.keep(detections)
-        changes = self.tracker.update(kept, t, index)
+        changes = self.tracker.update(kept, t, index, t_scene=t_scene)
         self._follow(index, image, kept)
         events = [self._event(ch, image) for ch in changes]
         alive = {tr.key for tr in self.tracker.tracks}

@@ -2,7 +2,8 @@
 events.
 
 Pure: no threads, no clock, no I/O. Feed it each inferred frame's detections with the frame's
-capture time; it returns what changed:
+capture time (and its scene time, when that differs: an unpaced file's media time); it returns
+what changed:
 
     start   an object of an allowed label has been matched in `min_hits` frames
     update  a started object's top score rose by `update_delta` since its last start/update
@@ -27,7 +28,7 @@ Then objects not started yet take what is left of the strong detections, and the
 detections still left start new objects, unless they overlap an object matched in this frame
 (a second box on one person is not a second person). An object not started yet is forgotten the
 first frame it is not matched (detector blips make no events); a started one is kept, lost and
-predicted, for `max_lost_s` seconds of capture time, so motion gating, a missed frame or a short
+predicted, for `max_lost_s` seconds of scene time, so motion gating, a missed frame or a short
 occlusion do not split it.
 
 Matching is greedy by IoU, best overlap first, within the `iou` gate: a frame holds a few objects,
@@ -178,14 +179,15 @@ class Track:
     top_box: Box
     first_t: float
     last_t: float
+    last_scene_t: float  # last_t on the scene's clock, which prediction, loss and updates run on
     first_frame: int
     last_frame: int
     motion: _Kalman = field(repr=False)
-    predicted_t: float  # the capture time `motion` stands at
+    predicted_t: float  # the scene time `motion` stands at
     hits: int = 1
     misses: int = 0  # frames in a row without a match
     seq: int = 0  # event number once started
-    last_update_t: float = 0.0
+    last_update_t: float = 0.0  # scene time
     reported_score: float = 0.0  # top score in the latest start/update
 
     @property
@@ -233,10 +235,12 @@ class Tracker:
         return not self.cfg.labels or label in self.cfg.labels
 
     def update(self, detections: Iterable[Detection], t: float, frame: int = -1,
-               low: Iterable[Detection] = ()) -> list[TrackEvent]:
+               low: Iterable[Detection] = (), t_scene: float | None = None) -> list[TrackEvent]:
         """One frame's detections at capture time `t`; returns the events it causes. `low`: the
-        frame's detections under the detector's threshold, which may keep started objects alive."""
+        frame's detections under the detector's threshold, which may keep started objects alive.
+        `t_scene`: the frame's time in the scene when it is not `t` (events still report `t`)."""
         cfg = self.cfg
+        st = t if t_scene is None else t_scene
         dets = [d for d in detections if self.wanted(d.label)]
         strong = [i for i, d in enumerate(dets) if d.score >= cfg.high_score]
         weak = [i for i, d in enumerate(dets) if d.score < cfg.high_score]
@@ -246,8 +250,8 @@ class Tracker:
                 dets.append(d)
         tracks = self._tracks
         for tr in tracks:
-            tr.motion.predict(t - tr.predicted_t)
-            tr.predicted_t = max(tr.predicted_t, t)
+            tr.motion.predict(st - tr.predicted_t)
+            tr.predicted_t = max(tr.predicted_t, st)
         out: list[TrackEvent] = []
         det_boxes = np.array([d.box for d in dets], dtype=float).reshape(-1, 4)
         predicted = np.array([tr.motion.box() for tr in tracks], dtype=float).reshape(-1, 4)
@@ -288,7 +292,7 @@ class Tracker:
         keep: list[Track] = []
         for ti, tr in enumerate(tracks):
             if ti in matched:
-                ev = self._matched(tr, dets[matched[ti]], t, frame)
+                ev = self._matched(tr, dets[matched[ti]], t, st, frame)
                 if ev is not None:
                     out.append(ev)
                 keep.append(tr)
@@ -296,7 +300,7 @@ class Tracker:
             tr.misses += 1
             if not tr.started:
                 continue  # a tentative object that vanished (a detector blip) is forgotten silently
-            if t - tr.last_t > cfg.max_lost_s:
+            if st - tr.last_scene_t > cfg.max_lost_s:
                 self.ended[tr.label] += 1
                 out.append(self._event("end", tr, frame))
             else:
@@ -307,12 +311,13 @@ class Tracker:
             d = dets[di]
             if any(label == d.label and iou(b, d.box) >= DUPLICATE_IOU for label, b in followed):
                 continue
-            tr = Track(self._next_key, d.label, d.box, d.score, d.score, d.box, t, t, frame, frame, _Kalman(d.box), t)
+            tr = Track(self._next_key, d.label, d.box, d.score, d.score, d.box, t, t, st, frame, frame,
+                       _Kalman(d.box), st)
             self._next_key += 1
             followed.append((d.label, d.box))
             keep.append(tr)
             if cfg.min_hits <= 1:
-                out.append(self._start(tr, t, frame))
+                out.append(self._start(tr, st, frame))
         self._tracks = keep
         return out
 
@@ -328,28 +333,28 @@ class Tracker:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _matched(self, tr: Track, d: Detection, t: float, frame: int) -> TrackEvent | None:
+    def _matched(self, tr: Track, d: Detection, t: float, st: float, frame: int) -> TrackEvent | None:
         tr.motion.correct(d.box)
         tr.box, tr.score = d.box, d.score
-        tr.last_t, tr.last_frame = t, frame
+        tr.last_t, tr.last_scene_t, tr.last_frame = t, st, frame
         tr.hits += 1
         tr.misses = 0
         if d.score > tr.top_score:
             tr.top_score, tr.top_box = d.score, d.box
         if not tr.started:
             if tr.hits >= self.cfg.min_hits:
-                return self._start(tr, t, frame)
+                return self._start(tr, st, frame)
             return None
         if (tr.top_score - tr.reported_score >= self.cfg.update_delta - 1e-9
-                and t - tr.last_update_t >= self.cfg.update_interval):
-            tr.last_update_t = t
+                and st - tr.last_update_t >= self.cfg.update_interval):
+            tr.last_update_t = st
             tr.reported_score = tr.top_score
             return self._event("update", tr, frame)
         return None
 
-    def _start(self, tr: Track, t: float, frame: int) -> TrackEvent:
+    def _start(self, tr: Track, st: float, frame: int) -> TrackEvent:
         tr.seq = next(self._numbers)
-        tr.last_update_t = t
+        tr.last_update_t = st
         tr.reported_score = tr.top_score
         self.started[tr.label] += 1
         return self._event("start", tr, frame)
