@@ -21,6 +21,20 @@ def frozen_array(a: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, slots=True)
+class EncodedPacket:
+    """One compressed video packet as the camera (or the Pi's hardware encoder) made it. Clips
+    are made by copying these into a container; they are never decoded or encoded again."""
+
+    data: bytes
+    t: float  # clock.now() the packet stands for (its timestamp mapped onto the monotonic clock)
+    key: bool  # a clip may start here
+    codec: str  # "h264" or "hevc"
+    width: int
+    height: int
+    extradata: bytes = b""  # codec parameters (SPS/PPS) carried out of band; empty: inline in `data`
+
+
+@dataclass(frozen=True, slots=True)
 class Frame:
     """One captured image. `image` is BGR uint8 (OpenCV order) at display size;
     `lores` is an optional smaller RGB image a camera already made for inference."""
@@ -34,6 +48,10 @@ class Frame:
     # the file's frame rate. The tracker's motion model runs on it, so a file makes the same events
     # however fast the machine reads it. None: the scene's time is the capture time.
     t_media: float | None = None
+    # The compressed packets of the recorded stream that arrived since the previous frame (a
+    # camera's own H.264, the hardware encoder's output): a source that gives any gives them on
+    # every frame it can, and its clips are copies of them. Empty: clips encode the pixels.
+    packets: tuple[EncodedPacket, ...] = ()
 
     @property
     def t_scene(self) -> float:

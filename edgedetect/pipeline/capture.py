@@ -186,7 +186,8 @@ class CaptureThread(StageThread):
             self._failures.succeeded()
             if period is not None:
                 self._media_t = t if self._media_t is None else self._media_t + period
-            frame = Frame(self._index, t, cap.image, cap.lores, self.camera, self._media_t if period else None)
+            frame = Frame(self._index, t, cap.image, cap.lores, self.camera, self._media_t if period else None,
+                          cap.packets)
             self._slot.put(frame)
             if self._on_frame is not None:
                 self._on_frame(frame)

@@ -7,6 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
+from edgedetect.frames import EncodedPacket
+
 
 @dataclass(slots=True)
 class Capture:
@@ -15,6 +17,7 @@ class Capture:
 
     image: np.ndarray
     lores: np.ndarray | None = None
+    packets: tuple[EncodedPacket, ...] = ()  # compressed packets of the recorded stream since the last read
 
 
 class Source(Protocol):
