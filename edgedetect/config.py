@@ -163,6 +163,8 @@ class TrackConfig:
                                 "event ends", 0.0, 3600.0)
     iou: float = _f(0.2, "least overlap of a detection with an object's predicted box to continue it", 0.01, 1.0)
     high_score: float = _f(0.6, "detections scoring less only keep objects alive: they start none", 0.0, 1.0)
+    low_score: float = _f(0.1, "detections from this score up to [detect] threshold are never shown or counted, "
+                               "but keep a partly hidden object alive (1: not used)", 0.0, 1.0)
 
 
 # [mqtt] keys that [track] replaced: read for one release, with a warning, into the [track] key

@@ -100,6 +100,7 @@ class Result:
     inference_ms: float = 0.0
     t_done: float = 0.0  # clock.now() when inference finished
     held: bool = False  # not inferred (still scene): an earlier inference's findings on a new frame
+    weak: tuple[Detection, ...] = ()  # under the threshold: only for the tracker (DetectFilter.weak_threshold)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "detections", tuple(self.detections))

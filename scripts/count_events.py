@@ -209,8 +209,9 @@ def main() -> int:
     p.add_argument("--cache", type=Path, default=Path("/tmp/edgedetect-count-events"))
     p.add_argument("--label", default="person", help="the label whose events are counted")
     p.add_argument("--min-seen", type=float, default=2.0, help="seconds in view after which a walker needs an event")
-    p.add_argument("--low-score", type=float, help="also pass the tracker the detections from this score "
-                   "up to the threshold")
+    p.add_argument("--low-score", type=float, default=Config().track.low_score,
+                   help="also pass the tracker the detections from this score up to the threshold, as the "
+                        "daemon does ([track] low_score; at or above the threshold: none)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a TrackerConfig field")
     args = p.parse_args()
     for path in (args.video, args.model, args.labels, args.gt):
@@ -221,8 +222,10 @@ def main() -> int:
     except ValueError as e:
         raise SystemExit(f"count_events: --set: {e}") from None
     threshold = Config().detect.threshold
-    if args.low_score is not None and not LOW_FLOOR <= args.low_score <= threshold:
-        raise SystemExit(f"count_events: --low-score {args.low_score}: expected {LOW_FLOOR} to {threshold}")
+    if args.low_score < LOW_FLOOR:
+        raise SystemExit(f"count_events: --low-score {args.low_score}: expected {LOW_FLOOR} or more")
+    if args.low_score >= threshold:
+        args.low_score = None
     print(f"{args.video.name}: {cfg}, detect threshold {threshold}, low score {args.low_score}")
     for name, mirror, step in (("every frame", False, 1), ("every second frame", False, 2), ("mirrored", True, 1)):
         clip = cached_clip(args.video, args.model, args.labels, mirror, args.cache)

@@ -101,6 +101,24 @@ def test_filters(detector):
     assert scores == sorted(scores, reverse=True) and min(scores) >= 0.3
 
 
+def test_weak_detections_are_kept_apart_and_leave_the_strong_ones_unchanged(detector):
+    """One decode down to weak_threshold, split at the threshold: the strong detections are those
+    a decode at the threshold gives (NMS keeps a box only against higher scores), the weak ones lie
+    between the two scores and are found where people stand half hidden (vtest frame 300)."""
+    cap = cv2.VideoCapture(str(MEDIA / "vtest.avi"))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 300)
+    ok, img = cap.read()
+    cap.release()
+    assert ok
+    plain = detector.run(img, DetectFilter(threshold=0.5))
+    split = detector.run(img, DetectFilter(threshold=0.5, weak_threshold=0.1))
+    assert split.detections == plain.detections and plain.weak == ()
+    assert split.weak and all(0.1 <= d.score < 0.5 for d in split.weak)
+    assert any(d.label == "person" for d in split.weak)
+    same = detector.run(img, DetectFilter(threshold=0.5, weak_threshold=0.5))  # not below: none
+    assert same.weak == () and same.detections == plain.detections
+
+
 def test_classifier_top1_cat(classifier):
     top = classifier.run(cv2.imread(str(MEDIA / "cat.bmp")), EVERY_CLASS, top_k=3).classes
     golden = GOLDEN["cat.bmp"]

@@ -154,6 +154,38 @@ def test_the_scene_clock_drives_the_motion_model_and_events_report_capture_times
     assert sum(e.kind == "start" for e in split) == 4
 
 
+def test_the_daemon_passes_weak_detections_to_the_tracker_only_when_it_tracks(tmp_path) -> None:
+    """[track] low_score becomes the detector's weak threshold while events are made (MQTT or the
+    store), and a camera's follower feeds the weak detections to the tracker's second stage: a
+    walker scoring 0.3 for 2 s, under the 0.5 threshold, stays one event."""
+    import numpy as np
+
+    from edgedetect import config
+    from edgedetect.detect.resolve import detect_filter
+    from edgedetect.sinks.events import tracker_settings
+    from edgedetect.tracking.follow import Follower
+    from edgedetect.tracking.zones import Scene
+
+    path = tmp_path / "edgedetect.toml"
+    path.write_text("")
+    assert detect_filter(config.load(str(path), {})).weak_threshold is None  # nothing tracks: no cost
+    path.write_text('[record]\nenabled = true\n[track]\nlow_score = 0.2\n')
+    cfg = config.load(str(path), {})
+    assert detect_filter(cfg).weak_threshold == 0.2
+    follower = Follower(TrackerConfig(frozenset({"person"}), **tracker_settings(cfg)), Scene())
+    image = np.zeros((48, 64, 3), np.uint8)
+    events = []
+    for i in range(60):
+        x = 0.1 + 0.01 * i
+        strong, weak = ([person(x)], []) if i < 10 or i >= 50 else ([], [person(x, score=0.3)])
+        events += follower.feed(i, i / FPS, image, strong, weak=weak)
+    assert [e.track.kind for e in events] == ["start"], events
+    without = Follower(TrackerConfig(frozenset({"person"}), **tracker_settings(cfg)), Scene())
+    events = [e for i in range(60) for e in without.feed(i, i / FPS, image, [person(0.1 + 0.01 * i)]
+                                                          if i < 10 or i >= 50 else [])]
+    assert [e.track.kind for e in events] == ["start", "end", "start"]  # 4 s unseen: two events
+
+
 def test_an_object_survives_a_gap_shorter_than_max_lost_s_and_ends_after_it() -> None:
     tr = Tracker(TrackerConfig(min_hits=3, max_lost_s=2.0))
     events = []

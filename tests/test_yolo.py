@@ -152,6 +152,19 @@ def test_kites_and_persons(yolo):
 
 
 @arm_slow
+def test_weak_detections_leave_the_strong_ones_unchanged(yolo):
+    """Decoded down to a weak threshold and split, the strong detections are a plain decode's
+    (class-wise NMS keeps a box only against higher scores); the weak ones lie in between."""
+    weak = []
+    for img in [image("kite_and_cold.jpg"), *vtest_frames((100, 300, 500))]:
+        plain = yolo.run(img, DetectFilter(threshold=0.5))
+        split = yolo.run(img, DetectFilter(threshold=0.5, weak_threshold=0.1))
+        assert split.detections == plain.detections
+        assert all(0.1 <= d.score < 0.5 for d in split.weak)
+        weak += split.weak
+    assert weak  # half-hidden walkers and far kites score low
+
+
 def test_persons_throughout_vtest(yolo):
     for i, frame in enumerate(vtest_frames()):
         dets = yolo.run(frame, DetectFilter(threshold=0.5)).detections

@@ -11,7 +11,7 @@ Calls must not overlap: there is one interpreter, and its tensors hold the frame
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -32,6 +32,10 @@ class DetectFilter:
     deny: frozenset[str] = frozenset()
     max_detections: int = 20
     iou: float = 0.45  # non-maximum suppression, for families that need it
+    # Detections from this score up to `threshold` are kept apart as weak ones: never shown or
+    # counted, they let the tracker keep a partly hidden object (ByteTrack's second stage).
+    # None: none are kept.
+    weak_threshold: float | None = None
 
     def keeps(self, label: str) -> bool:
         if self.allow and label not in self.allow:
@@ -56,6 +60,7 @@ class Findings:
     detections: tuple[Detection, ...] = ()
     classes: tuple[Classification, ...] = ()
     fit: Fit = STRETCH
+    weak: tuple[Detection, ...] = ()  # under flt.threshold, down to flt.weak_threshold
     times: StageTimes = field(default=StageTimes(), compare=False)  # differ from run to run
 
 
@@ -147,10 +152,19 @@ class Model(ABC):
         t2 = clock.now()
         self.invoke()
         t3 = clock.now()
-        found = self.decode(fit, flt, top_k)
+        low = flt.weak_threshold
+        if low is None or low >= flt.threshold:
+            found = self.decode(fit, flt, top_k)
+            strong, weak = found.detections, ()
+        else:
+            # One decode at the lower score, split: NMS keeps a box only against higher-scoring
+            # ones, so the strong detections are those a decode at `threshold` gives.
+            found = self.decode(fit, replace(flt, threshold=low), top_k)
+            strong = tuple(d for d in found.detections if d.score >= flt.threshold)
+            weak = tuple(d for d in found.detections if d.score < flt.threshold)
         t4 = clock.now()
         times = StageTimes((t1 - t0) * 1000.0, (t3 - t2) * 1000.0, (t4 - t3) * 1000.0)
-        return Findings(found.detections, found.classes, fit, times)
+        return Findings(strong, found.classes, fit, weak=weak, times=times)
 
     # The steps of `detect`, one at a time: for bench's invoke-alone figure and for tests that write
     # the outputs themselves. Between them the interpreter's tensors hold the frame; only `detect`

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgedetect.config import Config, ModelConfig
+from edgedetect.config import Config, ModelConfig, camera_configs
 from edgedetect.detect.catalogue import Catalogue
 from edgedetect.detect.delegates import load_delegates
 from edgedetect.detect.families import load_model
@@ -87,4 +87,7 @@ def load_configured(mc: ModelConfig, files: ModelFiles, threads: int | None = No
 def detect_filter(cfg: Config) -> DetectFilter:
     """[detect] as the filter a model applies (the daemon's, and a SIGHUP reload's)."""
     d = cfg.detect
-    return DetectFilter(d.threshold, frozenset(d.allow), frozenset(d.deny), d.max_detections, d.iou)
+    # Weak detections serve only the tracker, which runs only for MQTT events and the store.
+    tracking = cfg.mqtt.enabled or any(c.record.enabled for _, c in camera_configs(cfg))
+    weak = cfg.track.low_score if tracking and cfg.track.low_score < d.threshold else None
+    return DetectFilter(d.threshold, frozenset(d.allow), frozenset(d.deny), d.max_detections, d.iou, weak)

@@ -31,7 +31,8 @@ def infer(model: Model, frame: Frame, flt: DetectFilter, top_k: int,
           before_invoke: Callable[[], None] | None = None) -> Result:
     """One frame through the model, as a result (`before_invoke`: see Model.detect)."""
     found = model.detect(frame, flt, top_k, before_invoke=before_invoke)
-    return Result(frame, found.detections, found.classes, inference_ms=found.times.invoke_ms, t_done=clock.now())
+    return Result(frame, found.detections, found.classes, inference_ms=found.times.invoke_ms, t_done=clock.now(),
+                  weak=found.weak)
 
 
 def held(last: Result, frame: Frame) -> Result:

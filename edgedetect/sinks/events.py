@@ -56,6 +56,14 @@ class _Item:
     t_scene: float  # the time the tracker's motion model runs on (Frame.t_scene)
     image: np.ndarray
     detections: list
+    weak: tuple
+
+
+def tracker_settings(cfg: Config) -> dict[str, Any]:
+    """[track] as the tracker takes it (low_score is the detector's: DetectFilter.weak_threshold)."""
+    settings = dataclasses.asdict(cfg.track)
+    del settings["low_score"]
+    return settings
 
 
 def tracked_labels(cfg: Config) -> frozenset[str]:
@@ -78,7 +86,7 @@ class EventsExtension(StageThread):
         self.recording = recording
         numbers = itertools.count(1)
         self.followers = {
-            name: Follower(TrackerConfig(tracked_labels(cam_cfg), **dataclasses.asdict(cfg.track)),
+            name: Follower(TrackerConfig(tracked_labels(cam_cfg), **tracker_settings(cfg)),
                            Scene.from_config(cam_cfg),
                            functools.partial(recording.wants, name) if recording is not None else None, name, numbers)
             for name, cam_cfg in camera_configs(cfg) if mc.enabled or cam_cfg.record.enabled}
@@ -108,7 +116,7 @@ class EventsExtension(StageThread):
         try:
             self._queue.put_nowait(_Item(result.camera, result.frame.index, result.frame.t_capture,
                                          result.frame.t_scene,
-                                         result.frame.image, result.detections))
+                                         result.frame.image, result.detections, result.weak))
         except queue.Full:
             if self.mqtt is not None:
                 self.mqtt.frame_dropped()
@@ -156,7 +164,7 @@ class EventsExtension(StageThread):
                     self.mqtt.resync_if_reconnected()
                 follower = None if item is None else self.followers.get(item.camera, self._only)
                 if item is not None and follower is not None:
-                    self._deliver(follower, follower.feed(item.index, item.t, item.image, item.detections, item.t_scene))
+                    self._deliver(follower, follower.feed(item.index, item.t, item.image, item.detections, item.t_scene, item.weak))
                     if self.recording is not None:
                         self.recording.seen(follower.camera, item.t, follower.positions(item.index))
                 elif (self._source_ended_at is not None and not self._ended_flushed

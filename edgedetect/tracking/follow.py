@@ -26,11 +26,13 @@ class Follower:
         self._best: dict[int, Sighting] = {}  # track key -> best sighting
 
     def feed(self, index: int, t: float, image: np.ndarray, detections: Sequence[Detection],
-             t_scene: float | None = None) -> list[ObjectEvent]:
-        """One inferred frame (its index, capture time, pixels and detections, and Frame.t_scene
-        when it differs from the capture time); the events it causes."""
+             t_scene: float | None = None, weak: Sequence[Detection] = ()) -> list[ObjectEvent]:
+        """One inferred frame (its index, capture time, pixels and detections, Frame.t_scene when
+        it differs from the capture time, and the weak detections under the threshold); the
+        events it causes."""
         kept = detections if self.scene.empty else self.scene.keep(detections)
-        changes = self.tracker.update(kept, t, index, t_scene=t_scene)
+        low = weak if self.scene.empty else self.scene.keep(weak)
+        changes = self.tracker.update(kept, t, index, low, t_scene=t_scene)
         self._follow(index, image, kept)
         events = [self._event(ch, image) for ch in changes]
         alive = {tr.key for tr in self.tracker.tracks}
