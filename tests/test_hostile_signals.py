@@ -83,6 +83,32 @@ def test_sighup_applies_live_keys_and_refuses_the_others(tmp_path):
         assert "Traceback" not in d.output()
 
 
+@pytest.mark.slow
+def test_sighup_applies_a_cameras_own_detect_keys(tmp_path):
+    """[cameras.NAME.detect] is live like [detect]: a camera's own threshold changes on SIGHUP, and
+    a [detect] key the camera does not set reaches its filter too (before: `cameras` refused)."""
+    cfg = tmp_path / "edgedetect.toml"
+    base = f'[source]\nloop = true\n[http]\nport = 0\n[cameras.hall]\nuri = "{VTEST}"\n'
+    write(cfg, base + "[cameras.hall.detect]\nthreshold = 0.3\n")
+    with DaemonProcess("run", "--config", str(cfg)) as d:
+        path = "/cameras/hall/api/detections"
+        assert d.wait_for(lambda: [s for s in scores(d, path) if s < 0.7], timeout=30)
+        write(cfg, "[detect]\nmax_detections = 1\n" + base + "[cameras.hall.detect]\nthreshold = 0.7\n")
+        n = len(d.lines)
+        d.proc.send_signal(signal.SIGHUP)
+        applied = d.wait_for(lambda: lines_with(d, "reload: applied", n), timeout=10)
+        assert "cameras.hall.detect = {'threshold': 0.7}" in applied[0] and "detect.max_detections = 1" in applied[0], applied
+        assert not lines_with(d, "reload: kept the running value", n)
+        time.sleep(1.0)  # results inferred before the reload have left the publisher
+        seen = []
+        for _ in range(10):
+            seen.append([x["score"] for x in d.json(path)["detections"]])
+            time.sleep(0.2)
+        assert any(seen) and min(min(s) for s in seen if s) >= 0.7, seen
+        assert max(len(s) for s in seen) == 1, seen  # [detect] max_detections, which the camera does not set
+        assert d.terminate()[0] == 0 and "Traceback" not in d.output()
+
+
 def test_sighup_with_a_broken_config_keeps_running(tmp_path):
     cfg = write(tmp_path / "edgedetect.toml", f'[source]\nuri = "{VTEST}"\nloop = true\n[http]\nport = 0\n'
                                               "[detect]\nthreshold = 0.6\n")
