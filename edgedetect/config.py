@@ -42,6 +42,8 @@ class SourceConfig:
     width: int = _f(1280, "capture width for cameras", 16, 8192)
     height: int = _f(720, "capture height for cameras", 16, 8192)
     fps: float = _f(30.0, "capture rate for cameras", 0.1, 240)
+    record_mbps: float = _f(3.0, "picam: Mbit/s of the hardware H.264 encoder that makes clips ([record] clips)",
+                            0.5, 25.0)
 
 
 @dataclass

@@ -24,6 +24,20 @@ raspberrypi/picamera2 (picamera2.py, job.py, previews/null_preview.py; v0.3.20 a
   none does ("No preview specified."); stop_preview()/start_preview() swap the loop, and
   set_overlay() needs a preview ("No preview specified.").
 
+Encoding (picamera2/encoders/encoder.py, h264_encoder.py, v4l2_encoder.py; outputs/output.py):
+
+- start_encoder(encoder, output, name) fills in the encoder's size, format and stride from the
+  named stream of the camera configuration, sets the output (which must be an Output), and
+  starts it: the encoder starts its outputs, then its own thread. It keeps running across the
+  camera's stop() and start(); close() does not stop it, stop_encoder() does (and stops the outputs).
+- The event loop hands every completed request to each running encoder (encode(name, request));
+  the encoder holds the request (its buffer) until its thread has taken the picture in, and calls
+  output.outputframe(bytes, keyframe, timestamp_us) from that thread. timestamp_us is the
+  sensor time since the first frame this start of the encoder saw.
+- H264Encoder(bitrate, repeat, iperiod, ...): here the pictures are really encoded, by PyAV's
+  libx264 (Annex B, SPS/PPS before every keyframe when repeat is set, a keyframe every iperiod
+  frames, no frame delay), so what an output gets decodes like the Pi's hardware encoder's.
+
 Faults are set on the Rig, the camera hardware shared by the objects of one test:
 `rig.frontend_timeout(cleared_by)` stops frames until the same object is stopped and started
 ("restart"), a new object acquires the camera ("reopen"), or never ("never").
@@ -32,10 +46,15 @@ Faults are set on the Rig, the camera hardware shared by the objects of one test
 from __future__ import annotations
 
 import os
+import queue
 import threading
+import time
+import types
 import weakref
 from concurrent.futures import CancelledError, Future
+from fractions import Fraction
 
+import av
 import numpy as np
 
 INIT_FAILED = "Camera __init__ sequence did not complete."
@@ -59,6 +78,7 @@ class Rig:
         self.unreleased = 0  # buffers still out when their camera closed
         self.dropped = 0  # frames the sensor made with no free buffer
         self.frames = 0
+        self.encoders: list[H264Encoder] = []  # every encoder started, in order
 
     def log(self, event: str, serial: int) -> None:
         with self.lock:
@@ -90,7 +110,15 @@ class FakeRequest:
     def __init__(self, cam: FakePicamera2, index: int):
         self.cam = cam
         self.index = index
+        self.sensor_ns = time.monotonic_ns()  # metadata["SensorTimestamp"]
         self._released = False
+        self._users = 1  # picamera2's CompletedRequest ref count: acquire() adds one, release() drops one
+        self._users_lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._users_lock:
+            assert self._users > 0, "request acquired after its buffer went back"
+            self._users += 1
 
     def make_array(self, stream: str) -> np.ndarray:
         cfg = self.cam.camera_config[stream]
@@ -102,8 +130,12 @@ class FakeRequest:
         return np.full((h * 3 // 2, w), 128, np.uint8)
 
     def release(self) -> None:
-        assert not self._released, "request released twice"
-        self._released = True
+        with self._users_lock:
+            assert not self._released, "request released twice"
+            self._users -= 1
+            if self._users:
+                return
+            self._released = True
         self.cam._return_buffer()
 
 
@@ -132,6 +164,7 @@ class FakePicamera2:
         self._loop_stop = threading.Event()
         self.preview: object = None  # what runs the event loop: False (null preview), or the kind asked for
         self.overlays: list = []  # every set_overlay() argument, in order
+        self._encoders: set[H264Encoder] = set()
         rig.registered = self  # CameraManager.add(): the newest object for the camera wins
         with rig.lock:
             busy = rig.holder is not None
@@ -163,6 +196,52 @@ class FakePicamera2:
         if self.started:
             raise RuntimeError("Camera must be stopped before configuring")
         self.camera_config = config
+        main = config["main"]
+        if main:  # libcamera fills in the stride; RGB888 rows are 3 bytes a pixel, unpadded at these sizes
+            main.setdefault("format", "RGB888")
+            main["stride"] = main["size"][0] * 3
+
+    def camera_configuration(self) -> dict:
+        return self.camera_config
+
+    # --- encoders -----------------------------------------------------------------------------
+
+    def start_encoder(self, encoder=None, output=None, pts=None, quality=None, name=None) -> None:
+        if encoder is None:
+            raise RuntimeError("No encoder specified")
+        if output is not None:
+            encoder.output = output
+        streams = self.camera_configuration()
+        if not streams:
+            raise RuntimeError("Camera has not been configured")
+        name = name or "main"
+        if not streams.get(name):
+            raise RuntimeError(f"Encode stream {name} was not defined")
+        encoder.name = name
+        encoder.width, encoder.height = streams[name]["size"]
+        encoder.format = streams[name]["format"]
+        encoder.stride = streams[name]["stride"]
+        if encoder.framerate is None:  # picamera2 takes the sensor's fastest rate, at most 30
+            encoder.framerate = min(30.0, float(streams["controls"].get("FrameRate", 30.0)))
+        encoder.start(quality=quality)
+        with self.lock:
+            self._encoders.add(encoder)
+        self.rig.encoders.append(encoder)
+        self.rig.log("start_encoder", self.serial)
+
+    def stop_encoder(self, encoders=None) -> None:
+        with self.lock:
+            stopping = set(self._encoders) if encoders is None else (
+                {encoders} if isinstance(encoders, H264Encoder) else set(encoders))
+        for encoder in stopping:
+            encoder.stop()
+        with self.lock:
+            self._encoders -= stopping
+        self.rig.log("stop_encoder", self.serial)
+
+    @property
+    def encoders(self) -> set:
+        return self._encoders
 
     # --- running ------------------------------------------------------------------------------
 
@@ -282,12 +361,14 @@ class FakePicamera2:
         n = 0
         while not self._loop_stop.wait(self.rig.period):
             finished: list[tuple[_Job, object]] = []
+            new: FakeRequest | None = None
             with self.lock:
                 if self.rig.delivering(self):
                     if self._in_use < self.camera_config.get("buffer_count", 4):
                         n += 1
                         self._in_use += 1
-                        self._completed.append(FakeRequest(self, n))
+                        new = FakeRequest(self, n)
+                        self._completed.append(new)
                         self.rig.frames += 1
                     else:
                         self.rig.dropped += 1
@@ -303,6 +384,10 @@ class FakePicamera2:
                 keep = 1 if self.camera_config.get("queue", True) else 0
                 extra = self._completed[:-keep] if keep else list(self._completed)
                 self._completed = self._completed[len(extra):]
+                encoders = list(self._encoders)
+            if new is not None:
+                for encoder in encoders:  # before the loop lets go of the request, as picamera2 does
+                    encoder.encode(encoder.name, new)
             for r in extra:
                 r.release()
             for job, result in finished:
@@ -312,3 +397,157 @@ class FakePicamera2:
                     if job.timed_out:
                         self.rig.lost_buffers += 1  # completed for a caller that gave up: never released
                 job.future.set_result(result)
+
+
+# --- picamera2.outputs and picamera2.encoders --------------------------------------------------
+
+
+class Output:
+    """picamera2.outputs.Output: what an encoder writes to."""
+
+    def __init__(self, pts=None):
+        self.recording = False
+        self.ptsoutput = pts
+        self.needs_pacing = False
+        self.needs_add_stream = False
+
+    def start(self) -> None:
+        self.recording = True
+
+    def stop(self) -> None:
+        self.recording = False
+
+    def outputframe(self, frame, keyframe=True, timestamp=None, packet=None, audio=False) -> None:
+        pass
+
+    def _add_stream(self, encoder_stream, *args, **kwargs) -> None:
+        pass
+
+
+_STOP = object()
+
+
+class H264Encoder:
+    """picamera2.encoders.H264Encoder on a Pi 4 (V4L2Encoder): frames go in from the camera's
+    event loop, packets come out on the encoder's own thread."""
+
+    def __init__(self, bitrate=None, repeat=True, iperiod=None, framerate=None, enable_sps_framerate=False,
+                 qp=None, profile=None):
+        self.bitrate = bitrate
+        self.repeat = repeat
+        self.iperiod = iperiod
+        self.framerate = framerate
+        self.qp = qp
+        self.profile = profile
+        self.width = self.height = self.stride = 0
+        self.format = None
+        self.name = None
+        self._output: list[Output] = []
+        self._running = False
+        self._lock = threading.Lock()  # Encoder._lock: encode() and stop() never overlap
+        self.firsttimestamp = None
+        self.frames_encoded = 0
+        self.thread: threading.Thread | None = None
+        self._frames: queue.Queue = queue.Queue()
+        self.encoded_on: set[str] = set()  # the threads that ran libx264 (the V4L2 thread on a Pi)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def output(self):
+        return self._output[0] if len(self._output) == 1 else self._output
+
+    @output.setter
+    def output(self, value) -> None:
+        value = value if isinstance(value, list) else [value]
+        if not all(isinstance(out, Output) for out in value):
+            raise RuntimeError("Must pass Output")
+        self._output = value
+
+    def start(self, quality=None) -> None:
+        with self._lock:
+            if self._running:
+                raise RuntimeError("Encoder already running")
+            if self.bitrate is None and self.qp is None:  # Quality.MEDIUM: 6 Mbit/s at 1080p30, scaled
+                self.bitrate = int(6e6 * self.width * self.height * (self.framerate or 30) / (1920 * 1080 * 30))
+            self.frames_encoded = 0
+            self._running = True
+            self.firsttimestamp = None
+            for out in self._output:
+                out.start()
+            self._frames = queue.Queue()
+            self.thread = threading.Thread(target=self._encode_loop, args=(self._open_codec(), self._frames),
+                                           name="fake-h264-encoder", daemon=True)
+            self.thread.start()
+
+    def _open_codec(self) -> av.VideoCodecContext:
+        ctx = av.CodecContext.create("libx264", "w")
+        ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
+        ctx.time_base = Fraction(1, 1_000_000)
+        ctx.framerate = Fraction(round(self.framerate or 30))
+        if self.bitrate:
+            ctx.bit_rate = int(self.bitrate)
+        keyint = self.iperiod or 60
+        params = [f"keyint={keyint}", f"min-keyint={keyint}", "scenecut=0", "annexb=1"]
+        if self.repeat:
+            params.append("repeat-headers=1")
+        ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "x264-params": ":".join(params)}
+        ctx.open()
+        return ctx
+
+    def encode(self, stream, request) -> None:
+        with self._lock:
+            if not self._running:
+                return
+            ts = request.sensor_ns // 1000
+            if self.firsttimestamp is None:
+                self.firsttimestamp = ts
+            request.acquire()  # the buffer stays the encoder's until its thread took the picture in
+            self._frames.put((request, ts - self.firsttimestamp))
+            self.frames_encoded += 1
+
+    def _encode_loop(self, ctx: av.VideoCodecContext, frames: queue.Queue) -> None:
+        while (item := frames.get()) is not _STOP:
+            request, timestamp_us = item
+            try:
+                picture = av.VideoFrame.from_ndarray(
+                    np.ascontiguousarray(request.make_array(self.name)[:, :, :3]), format="bgr24")
+            finally:
+                request.release()
+            picture = picture.reformat(format="yuv420p")
+            picture.pts = timestamp_us
+            self.encoded_on.add(threading.current_thread().name)
+            self._write(ctx.encode(picture))
+        self._write(ctx.encode(None))
+
+    def _write(self, packets) -> None:
+        for packet in packets:
+            self.outputframe(bytes(packet), packet.is_keyframe, packet.pts)
+
+    def outputframe(self, frame, keyframe=True, timestamp=None, packet=None, audio=False) -> None:
+        for out in self._output:
+            out.outputframe(frame, keyframe, timestamp, packet, audio)
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self._running:
+                raise RuntimeError("Encoder already stopped")
+            self._running = False
+            self._frames.put(_STOP)
+            self.thread.join()
+            for out in self._output:
+                out.stop()
+
+
+def modules(rig: Rig) -> dict[str, types.ModuleType]:
+    """The picamera2 modules the source imports, for sys.modules: the camera is the rig's."""
+    top = types.ModuleType("picamera2")
+    top.Picamera2 = rig.factory
+    encoders = types.ModuleType("picamera2.encoders")
+    encoders.H264Encoder = H264Encoder
+    outputs = types.ModuleType("picamera2.outputs")
+    outputs.Output = Output
+    top.encoders, top.outputs = encoders, outputs
+    return {"picamera2": top, "picamera2.encoders": encoders, "picamera2.outputs": outputs}

@@ -21,18 +21,30 @@ cable or CPU load), recovery stays in the process and follows picamera2's own co
    interrupt(): the blocked capture returns at once with CancelledError, so the thread can close
    its camera and does not keep it busy. Without that cancel, a stop() from any thread queues
    behind the hung capture for ever.
+
+With `record`, clips come from the Pi 4's hardware H.264 encoder (the VideoCore's, reached
+through V4L2 by picamera2's H264Encoder) fed the main stream, so no pixel is encoded on the
+CPU: libx264 superfast at 1280x720 took 7.4 ms of CPU a frame on an x86 core, 22 % of it at
+30 fps, and a Pi 4's Cortex-A72 is slower (docs/picamera.md). The encoder runs on the camera's
+frames from its own thread; its packets wait in a PacketBuffer until read() hands them out on
+the next Capture. The encoder is started before the camera and stopped after it (picamera2's
+start_recording/stop_recording order), on restarts too.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from concurrent.futures import CancelledError
 from typing import Any, Callable
 
 import cv2
 import numpy as np
 
+from edgedetect import clock
 from edgedetect.errors import SourceError
+from edgedetect.frames import EncodedPacket
 from edgedetect.sources.base import Capture
 
 log = logging.getLogger("edgedetect.sources.picam")
@@ -47,6 +59,14 @@ log = logging.getLogger("edgedetect.sources.picam")
 # runs in a loop, so it waits at most one frame period for the next one instead.
 BUFFER_COUNT = 3
 MIN_CAPTURE_TIMEOUT_S = 2.0  # a healthy camera delivers many frames in this time
+# The V4L2 encoder keeps a request (its main buffer) until it has taken the picture in, so
+# recording needs one buffer more for the ISP never to wait.
+RECORD_BUFFER_COUNT = BUFFER_COUNT + 1
+KEYFRAME_PERIOD_S = 1.0  # a clip can start at any keyframe: its pre-roll is at most this much longer
+# Unread packets kept: the capture thread drains them every frame, so this is only reached
+# when it stops reading for seconds; 4 s at 3 Mbit/s is 1.5 MB.
+PACKET_BUFFER_S = 4.0
+MIN_PACKET_BUFFER_BYTES = 1 << 20
 
 # Preview configurations deliver full-range YUV (sYCC); OpenCV's YUV->RGB assumes video
 # range (BT.601, Y 16..235), so full-range input comes out over-bright. Squeeze first.
@@ -77,6 +97,86 @@ def lores_size_for(model_size: tuple[int, int], frame_size: tuple[int, int] | No
     return (max(64, -(-w // 64) * 64), max(2, -(-h // 2) * 2))
 
 
+class PacketBuffer:
+    """The encoder's packets, put by its thread, until read() drains them. Bounded in bytes:
+    past `cap_bytes` the oldest go, up to the next keyframe, since a packet that follows a
+    dropped one does not decode; with nothing left, packets are dropped until a keyframe.
+
+    The encoder stamps packets in microseconds since its first frame (the sensor's clock).
+    `t` maps that onto clock.now() by the smallest arrival-minus-timestamp seen since the
+    encoder started: the encoder's latency only ever adds to that difference, so its minimum is
+    the best estimate of when the stream began, and packet times never go backwards."""
+
+    def __init__(self, width: int, height: int, cap_bytes: int):
+        self.width, self.height = width, height
+        self.cap_bytes = cap_bytes
+        self._lock = threading.Lock()
+        self._packets: deque[EncodedPacket] = deque()
+        self.bytes = 0
+        self.dropped = 0  # packets lost to the bound
+        self._need_key = True
+        self._overflowing = False  # warned about since the last drain
+        self._origin: float | None = None  # clock.now() of encoder timestamp 0
+
+    def restart_timeline(self) -> None:
+        """A started encoder counts its timestamps from zero again, and starts with a keyframe."""
+        with self._lock:
+            self._origin = None
+            self._need_key = True
+
+    def put(self, data: bytes, key: bool, timestamp_us: int | None) -> None:
+        arrived = clock.now()
+        with self._lock:
+            if timestamp_us is None:
+                t = arrived
+            else:
+                ts = timestamp_us / 1e6
+                if self._origin is None or arrived - ts < self._origin:
+                    self._origin = arrived - ts
+                t = self._origin + ts
+            if self._need_key and not key:
+                self.dropped += 1
+                return
+            self._need_key = False
+            self._packets.append(EncodedPacket(bytes(data), t, key, "h264", self.width, self.height))
+            self.bytes += len(data)
+            if self.bytes <= self.cap_bytes:
+                return
+            while self._packets and (self.bytes > self.cap_bytes or not self._packets[0].key):
+                self.bytes -= len(self._packets.popleft().data)
+                self.dropped += 1
+            self._need_key = not self._packets
+            if self._overflowing:
+                return
+            self._overflowing = True
+        log.warning("picam: encoded video unread past %d KB; dropping the oldest, up to a keyframe, "
+                    "until it is read", self.cap_bytes // 1024)
+
+    def drain(self) -> tuple[EncodedPacket, ...]:
+        with self._lock:
+            packets = tuple(self._packets)
+            self._packets.clear()
+            self.bytes = 0
+            self._overflowing = False
+        return packets
+
+
+def _encoder_output(packets: PacketBuffer) -> Any:
+    """A picamera2 Output (the encoder accepts nothing else) that puts into `packets`."""
+    from picamera2.outputs import Output
+
+    class ToPacketBuffer(Output):
+        def start(self) -> None:
+            packets.restart_timeline()
+            super().start()
+
+        def outputframe(self, frame, keyframe=True, timestamp=None, packet=None, audio=False) -> None:
+            if not audio and frame is not None:
+                packets.put(frame, keyframe, timestamp)
+
+    return ToPacketBuffer()
+
+
 def _default_factory() -> Any:
     try:
         from picamera2 import Picamera2
@@ -101,7 +201,8 @@ class PiCamera:
     def __init__(self, width: int = 1280, height: int = 720, fps: float = 30.0,
                  lores: tuple[int, int] | None = (320, 300),
                  camera_factory: Callable[[], Any] = _default_factory,
-                 capture_timeout: float | None = None):
+                 capture_timeout: float | None = None,
+                 record: bool = False, record_mbps: float = 3.0, packet_buffer_bytes: int | None = None):
         self.size = (width, height)
         self.req_fps = fps
         self.lores = lores
@@ -111,6 +212,15 @@ class PiCamera:
         self.camera: Any = None  # the Picamera2 object, shared with the preview overlay
         self.on_restart: Callable[[str], None] | None = None  # told "restart" after a stop/start
         self._interrupted = False
+        # Clips from the hardware encoder: packets ride on each Capture.
+        self.record = record
+        self.record_mbps = record_mbps
+        self.packet_buffer: PacketBuffer | None = None
+        if record:
+            cap = packet_buffer_bytes or max(MIN_PACKET_BUFFER_BYTES, int(record_mbps * 1e6 / 8 * PACKET_BUFFER_S))
+            self.packet_buffer = PacketBuffer(width, height, cap)
+        self._output: Any = None  # the picamera2 Output that fills self.packet_buffer
+        self._encoder: Any = None  # the running H264Encoder
 
     @property
     def fps(self) -> float | None:
@@ -124,14 +234,45 @@ class PiCamera:
         try:
             # "RGB888" in libcamera's naming is B,G,R in memory: exactly OpenCV's order.
             config = cam.create_preview_configuration(
-                **streams, buffer_count=BUFFER_COUNT, queue=False, controls={"FrameRate": float(self.req_fps)}
+                **streams, buffer_count=RECORD_BUFFER_COUNT if self.record else BUFFER_COUNT, queue=False,
+                controls={"FrameRate": float(self.req_fps)}
             )
             cam.configure(config)
+            self._start_encoder(cam)
             cam.start()
         except Exception as e:  # picamera2 raises plain RuntimeError/ValueError variants
+            self._stop_encoder(cam)
             cam.close()
             raise SourceError(f"picam: cannot start camera at {self.size[0]}x{self.size[1]} ({e})") from None
         self.camera = cam
+
+    def _start_encoder(self, cam: Any) -> None:
+        """The hardware encoder on the main stream, when recording. One that cannot start leaves
+        the camera detecting without packets (clips then encode pixels): detection matters more."""
+        if self.packet_buffer is None:
+            return
+        try:
+            from picamera2.encoders import H264Encoder
+
+            if self._output is None:
+                self._output = _encoder_output(self.packet_buffer)
+            encoder = H264Encoder(bitrate=int(self.record_mbps * 1e6), repeat=True,
+                                  iperiod=max(1, round(self.req_fps * KEYFRAME_PERIOD_S)), framerate=float(self.req_fps))
+            cam.start_encoder(encoder, self._output, name="main")
+        except Exception as e:  # noqa: BLE001 - ImportError, or V4L2's OSError/RuntimeError variants
+            log.warning("picam: the H.264 encoder did not start (%s: %s); clips will be encoded in software",
+                        type(e).__name__, e)
+            return
+        self._encoder = encoder
+
+    def _stop_encoder(self, cam: Any) -> None:
+        encoder, self._encoder = self._encoder, None
+        if encoder is None:
+            return
+        try:
+            cam.stop_encoder(encoder)  # joins the encoder's thread
+        except Exception as e:  # noqa: BLE001 - the camera is closed or restarted regardless
+            log.warning("picam: stopping the H.264 encoder failed (%s: %s)", type(e).__name__, e)
 
     def _describe(self, e: BaseException) -> str:
         if isinstance(e, TimeoutError):
@@ -159,6 +300,8 @@ class PiCamera:
         self._cancel(cam)  # the timed-out capture is still queued; stop() would wait behind it
         try:
             cam.stop()
+            self._stop_encoder(cam)
+            self._start_encoder(cam)
             cam.start()
         except Exception as e:  # noqa: BLE001 - picamera2/libcamera raise RuntimeError variants
             raise SourceError(f"picam: restarting the camera failed ({type(e).__name__}: {e}); reopening it") from None
@@ -191,7 +334,7 @@ class PiCamera:
                 lores = yuv420_full_range_to_rgb(request.make_array("lores"))
         finally:
             request.release()  # return the buffer to libcamera at once, or capture stalls
-        return Capture(main, lores)
+        return Capture(main, lores, self.packet_buffer.drain() if self.packet_buffer is not None else ())
 
     def interrupt(self) -> None:
         """From another thread: make a capture blocked in read() return now (SourceError), so
@@ -210,6 +353,7 @@ class PiCamera:
             cam.stop()
         except Exception as e:  # noqa: BLE001 - close it whatever stop() says
             log.warning("picam: stopping the camera failed (%s: %s)", type(e).__name__, e)
+        self._stop_encoder(cam)  # Picamera2.close() leaves encoders running
         try:
             cam.close()
         except Exception as e:  # noqa: BLE001 - a failed release must not end the capture thread
