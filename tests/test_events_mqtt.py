@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from conftest import VTEST
 from daemonproc import DaemonProcess
 from mosquitto import MOSQUITTO, Broker, Recorder
+from edgedetect.storage.store import EventStore
 
 pytestmark = pytest.mark.skipif(not MOSQUITTO.exists(), reason="mosquitto not installed (apt install mosquitto)")
 
@@ -115,8 +116,14 @@ def test_zone_counts_discovery_and_snapshot_before_message(tmp_path: Path) -> No
     assert set(started) <= set(listed)  # each started event is in the index
     ends = [ev for ev, _, _ in checker.seen if ev["type"] == "end"]
     assert any("walkway" in ev["zones"] for ev in ends) and all(set(ev["zones"]) <= {"walkway", "lawn"} for ev in ends)
+    # objects live at the listing above went on collecting zones; the index after the stop has them all
+    store = EventStore(tmp_path / "events")
+    try:
+        final = {e.id: e for e in store.query(limit=10_000)}
+    finally:
+        store.close()
     for ev in ends:
-        assert set(ev["zones"]) == set(listed[ev["id"]]["zones"])
+        assert set(ev["zones"]) == set(final[ev["id"]].zones), ev["id"]
     # per-zone counts: retained, following the objects in the walkway; nobody on the lawn
     walk = [int(m.payload) for m in rec.on(f"{BASE}/zone/walkway/person")]
     lawn = [int(m.payload) for m in rec.on(f"{BASE}/zone/lawn/person")]

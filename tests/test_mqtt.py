@@ -77,7 +77,8 @@ def check_event_stream(events: list[dict], complete: bool) -> tuple[int, int]:
     seqs = []
     for e in events:
         assert e["label"] == "person" and e["device"] == DEVICE
-        assert 0.5 <= e["score"] <= e["top_score"] <= 1.0
+        # score is the latest box, which may be a weak one ([track] low_score 0.1) holding the object
+        assert 0.1 <= e["score"] <= e["top_score"] <= 1.0 and e["top_score"] >= 0.5
         x0, y0, x1, y1 = e["box"]
         assert 0 <= x0 < x1 <= 768 and 0 <= y0 < y1 <= 576, e
         if e["type"] == "start":
@@ -183,7 +184,10 @@ def test_events_counts_stats_discovery(tmp_path: Path, protocol: str) -> None:
         cfg = write_config(tmp_path, broker.port, protocol=protocol)
         t0 = time.monotonic()
         with daemon(cfg) as d:
-            rec.wait(lambda ms: len([m for m in ms if m.topic == f"{BASE}/events"]) >= 30, timeout=40)
+            # the tracker holds a walker for as long as they are in view, so starts come a few a
+            # second at first and then sparsely: 8 of them arrive about 15 s into vtest.avi here
+            rec.wait(lambda ms: sum(m.topic == f"{BASE}/events" and b'"start"' in m.payload for m in ms) >= 8,
+                     timeout=60)
             stats = d.json("/api/stats")
             status, body = d.get("/metrics")
             code, took = d.terminate()
