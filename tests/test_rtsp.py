@@ -1,0 +1,263 @@
+"""RTSP cameras through PyAV, their packets copied into clips; clips over a size change; the
+x264 width cap. A real RTSP server (GStreamer's, tests/rtspserver.py) serves H.264 MP4 files made
+here, so every packet the camera sends is known and a clip's packets can be compared with them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from conftest import VTEST
+from daemonproc import DaemonProcess
+from mjpegserver import MjpegCamera
+from recordkit import record_config
+from rtspserver import RtspCamera, make_h264_mp4
+from edgedetect import clock
+from edgedetect.config import load
+from edgedetect.errors import ConfigError, SourceError
+from edgedetect.frames import Frame
+from edgedetect.sources.mjpeg import MjpegStream
+from edgedetect.sources.stream import RtspStream
+from edgedetect.storage.recorder import ClipRecorder
+
+
+def nal_units(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex-B or a 4-byte-length-prefixed (MP4) H.264 packet: the same
+    picture as RTSP and as MP4 differ only in these framings."""
+    if data[:4] == b"\0\0\0\1" or data[:3] == b"\0\0\1":
+        return [n.rstrip(b"\0") for n in data.replace(b"\0\0\0\1", b"\0\0\1").split(b"\0\0\1") if n]
+    out, i = [], 0
+    while i + 4 <= len(data):
+        n = int.from_bytes(data[i:i + 4], "big")
+        out.append(data[i + 4:i + 4 + n])
+        i += 4 + n
+    return out
+
+
+def mp4_nals(path: Path) -> tuple[list[list[bytes]], set[bytes], tuple[int, int], int]:
+    """(each packet's NAL units, the parameter sets in the avcC box, size, frames decoded)."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        packets = [nal_units(bytes(p)) for p in c.demux(s) if p.size]
+        extra = bytes(s.codec_context.extradata or b"")
+        size = (s.codec_context.width, s.codec_context.height)
+    params = set()
+    if extra[:1] == b"\1":  # avcC: SPS and PPS, each with a 2-byte length
+        i, nsps = 6, extra[5] & 0x1F
+        for _ in range(nsps):
+            n = int.from_bytes(extra[i:i + 2], "big")
+            params.add(extra[i + 2:i + 2 + n].rstrip(b"\0"))  # trailing_zero_8bits are no part of a NAL
+            i += 2 + n
+        for _ in range(extra[i]):
+            n = int.from_bytes(extra[i + 1:i + 3], "big")
+            params.add(extra[i + 3:i + 3 + n].rstrip(b"\0"))
+            i += 2 + n
+    with av.open(str(path)) as c:
+        decoded = sum(1 for _ in c.decode(video=0))
+    return packets, params, size, decoded
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("rtsp")
+    return {"main": make_h264_mp4(d / "main.mp4", VTEST, 300),
+            "sub": make_h264_mp4(d / "sub.mp4", VTEST, 300, size=(384, 288))}
+
+
+def read_for(src, seconds: float) -> list:
+    out, end = [], clock.now() + seconds
+    while clock.now() < end:
+        out.append((clock.now(), src.read()))
+    return out
+
+
+def assert_copied(clip: Path, source: Path) -> tuple[int, int]:
+    """Every NAL unit of the clip is one of the source file's, byte for byte, and every frame decodes."""
+    got, got_params, _, decoded = mp4_nals(clip)
+    want, want_params, _, _ = mp4_nals(source)
+    known = {n for p in want for n in p} | want_params
+    nals = [n for p in got for n in p]
+    assert nals and all(n in known for n in nals), "a clip NAL unit that the camera never sent"
+    assert got_params <= want_params
+    assert decoded >= len(got) - 1  # PyAV's decode() keeps the last frame back (as in test_record's clip check)
+    return len(got), decoded
+
+
+def test_rtsp_packets_copied_into_a_clip(media: dict[str, Path], tmp_path: Path) -> None:
+    """One stream serves both: frames decoded for detection, its packets copied into the clip."""
+    done = []
+    rec = ClipRecorder(1.0, 1.0, 60.0, lambda *a: done.append(a))
+    with RtspCamera({"/cam": media["main"]}) as cam:
+        src = RtspStream(cam.url("/cam"))
+        src.open()
+        try:
+            for i, (t, cap) in enumerate(read_for(src, 5.0)):
+                if i == 25:
+                    rec.begin("c1", t, tmp_path / "c1.mp4")
+                if i == 35:
+                    rec.end("c1", t)
+                rec._commands()
+                rec._encode(Frame(i, t, cap.image, packets=cap.packets))
+                assert cap.image.shape == (576, 768, 3)
+        finally:
+            src.close()
+    rec._finish_due(clock.now() + 10)
+    assert len(done) == 1 and done[0][4] is None, done
+    packets, decoded = assert_copied(tmp_path / "c1.mp4", media["main"])
+    f = rec.current()
+    print(f"\nclip: {packets} packets copied, {decoded} decoded; recorder: {f.frames_encoded} frames encoded, "
+          f"{f.packets_copied} packets copied")
+    assert f.frames_encoded == 0 and f.packets_copied >= 40
+    assert 15 <= packets <= 45  # 1 s before the event's start to 1 s after its end, from a keyframe
+
+
+def test_record_uri_packets_come_from_the_main_stream(media: dict[str, Path]) -> None:
+    """Detection on the substream (384x288, decoded), packets of the main stream (768x576, not decoded)."""
+    with RtspCamera({"/main": media["main"], "/sub": media["sub"]}) as cam:
+        src = RtspStream(cam.url("/sub"), cam.url("/main"))
+        src.open()
+        try:
+            caps = [c for _, c in read_for(src, 3.0)]
+        finally:
+            src.close()
+    packets = [p for c in caps for p in c.packets]
+    want = {n for p in mp4_nals(media["main"])[0] for n in p}
+    assert {c.image.shape for c in caps} == {(288, 384, 3)}
+    assert {(p.width, p.height, p.codec) for p in packets} == {(768, 576, "h264")}
+    assert len(packets) >= 20 and all(n in want for p in packets for n in nal_units(p.data))
+    ts = [p.t for p in packets]
+    assert ts == sorted(ts) and 0.05 < (ts[-1] - ts[0]) / (len(ts) - 1) < 0.15  # the camera's 10 fps
+
+
+def test_interrupt_ends_a_read_from_a_silent_camera_and_a_stall_is_one_error(media: dict[str, Path]) -> None:
+    """SIGSTOP freezes the server: the connection stays open and sends nothing."""
+    with RtspCamera({"/cam": media["main"]}) as cam:
+        src = RtspStream(cam.url("/cam"))
+        src.open()
+        src.read()
+        os.kill(cam.proc.pid, signal.SIGSTOP)
+        try:
+            threading.Timer(0.5, src.interrupt).start()
+            t0 = time.monotonic()
+            while src.read() is not None:  # frames already decoded may still come
+                pass
+            interrupted = time.monotonic() - t0
+            t0 = time.monotonic()
+            src.close()
+            closed = time.monotonic() - t0
+            src2 = RtspStream(cam.url("/cam"))
+            t0 = time.monotonic()
+            with pytest.raises(SourceError) as e:
+                src2.open()
+            stalled = time.monotonic() - t0
+        finally:
+            os.kill(cam.proc.pid, signal.SIGCONT)
+    print(f"\nread interrupted after {interrupted:.2f} s, closed in {closed:.2f} s; silent camera: {e.value} "
+          f"after {stalled:.1f} s")
+    assert interrupted < 1.0 and closed < 1.5
+    assert "no answer in 5 s" in str(e.value) and stalled < 8
+
+
+def test_hwaccel_auto_falls_back_to_software_and_says_so(media: dict[str, Path],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "edgedetect.sources")
+    with RtspCamera({"/cam": media["sub"]}) as cam:
+        src = RtspStream(cam.url("/cam"), hwaccel="auto")
+        src.open()
+        src.close()
+    lines = [r.getMessage() for r in caplog.records if "decoded by" in r.getMessage()]
+    assert lines == [f"{cam.url('/cam')}: h264 384x288, decoded by software (hwaccel auto: no /dev/video10)"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('hwaccel = "cuda"', "source.hwaccel: expected one of off, auto, v4l2m2m, got 'cuda'"),
+    ('rtsp_transport = "http"', "source.rtsp_transport: expected one of tcp, udp, got 'http'"),
+    ('hwacel = "auto"', "unknown key 'hwacel' (did you mean 'hwaccel'?)"),
+    ('uri = "/dev/video0"\nrecord_uri = "rtsp://cam/main"',
+     "source.record_uri: expected an rtsp:// URL beside an rtsp:// uri, got rtsp:// with uri a path"),
+])
+def test_bad_stream_settings_are_one_line(tmp_path: Path, text: str, expected: str) -> None:
+    cfg = tmp_path / "e.toml"
+    cfg.write_text(f"[source]\n{text}\n")
+    with pytest.raises(ConfigError) as e:
+        load(cfg)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_size_change_keeps_the_clip_going(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An MJPEG camera that switches between 640x480 and 320x240 every 2 s while an event lasts:
+    one clip over the whole event, one log line and one new encoder per change."""
+    caplog.set_level(logging.INFO)
+    done = []
+    rec = ClipRecorder(1.0, 1.0, 60.0, lambda *a: done.append(a), name="recorder cam")
+    cam = MjpegCamera(VTEST, fps=10, frames=100, size=(640, 480)).start()
+    src = MjpegStream(cam.url)
+    sizes = []
+    try:
+        src.open()
+        t_start = clock.now()
+        i = 0
+        while clock.now() - t_start < 9.0:
+            phase = int((clock.now() - t_start) / 2.0)
+            cam.size = (640, 480) if phase % 2 == 0 else (320, 240)
+            cap = src.read()
+            t = clock.now()
+            if i == 15:
+                rec.begin("s1", t, tmp_path / "s1.mp4")
+                begun = t
+            if t - t_start > 8.0 and "ended" not in locals():
+                rec.end("s1", t)
+                ended = t
+            rec._commands()
+            rec._encode(Frame(i, t, cap.image))
+            if not sizes or sizes[-1] != cap.image.shape[:2]:
+                sizes.append(cap.image.shape[:2])
+            i += 1
+    finally:
+        src.close()
+        cam.stop()
+    rec._finish_due(clock.now() + 10)
+    changes = len(sizes) - 1
+    lines = [r.getMessage() for r in caplog.records if "picture changed" in r.getMessage()]
+    assert len(done) == 1 and done[0][4] is None, done
+    _, _, c0, c1, _ = done[0]
+    with av.open(str(tmp_path / "s1.mp4")) as c:
+        decoded = [f.width for f in c.decode(video=0)]
+    print(f"\n{changes} size changes, {len(lines)} recorder lines, {rec.figures.encoder_restarts} encoders rebuilt; "
+          f"clip {c1 - c0:.1f} s for an event of {ended - begun:.1f} s (+1 s pre, +1 s post), {len(decoded)} frames "
+          f"decoded at widths {sorted(set(decoded))}")
+    assert changes >= 3 and len(lines) == changes and rec.figures.encoder_restarts == changes
+    assert sorted(set(decoded)) == [320, 640]
+    assert c1 - c0 == pytest.approx(ended - begun + 2.0, abs=1.2)  # the pre-roll starts on a keyframe
+    assert len(decoded) >= 0.8 * 10 * (c1 - c0)
+
+
+@pytest.mark.parametrize("max_width, size", [(640, (640, 480)), (0, (768, 576))])
+def test_max_width_caps_encoded_clips(tmp_path: Path, max_width: int, size: tuple[int, int]) -> None:
+    import cv2
+
+    done = []
+    rec = ClipRecorder(0.0, 0.0, 60.0, lambda *a: done.append(a), max_width=max_width)
+    cap = cv2.VideoCapture(str(VTEST))
+    imgs = [cap.read()[1] for _ in range(30)]
+    cap.release()
+    rec.begin("m", 1000.0, tmp_path / "m.mp4")
+    for i, img in enumerate(imgs):
+        rec._commands()
+        rec._encode(Frame(i, 1000.0 + i / 10, img))
+    rec.end("m", 1000.0 + 2.9)
+    rec._commands()
+    rec._finish_due(clock.now() + 10)
+    with av.open(str(tmp_path / "m.mp4")) as c:
+        got = {(f.width, f.height) for f in c.decode(video=0)}
+    f = rec.current()
+    print(f"\nmax_width {max_width}: {size[0]}x{size[1]}, x264 {f.encode_ms_total / f.frames_encoded:.1f} ms a frame")
+    assert got == {size}
