@@ -261,3 +261,88 @@ def test_max_width_caps_encoded_clips(tmp_path: Path, max_width: int, size: tupl
     f = rec.current()
     print(f"\nmax_width {max_width}: {size[0]}x{size[1]}, x264 {f.encode_ms_total / f.frames_encoded:.1f} ms a frame")
     assert got == {size}
+
+
+def daemon_config(tmp_path: Path, url: str, extra_source: str = "") -> Path:
+    cfg = record_config(tmp_path, tmp_path / "events", source=url, extra="pre_s = 2\npost_s = 2\nmax_clip_s = 6")
+    if extra_source:
+        cfg.write_text(cfg.read_text().replace("[source]\n", f"[source]\n{extra_source}\n", 1))
+    return cfg
+
+
+def stored_clips(store: Path) -> list[Path]:
+    from edgedetect.storage.ondisk import CLIP
+    from edgedetect.storage.store import EventStore
+
+    s = EventStore(store)
+    try:
+        return [store / r.id / CLIP for r in s.query_reviews(limit=100) if r.clip_bytes]
+    finally:
+        s.close()
+
+
+@pytest.mark.slow
+def test_daemon_detects_on_rtsp_and_its_clips_are_the_cameras_packets(media: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    with RtspCamera({"/cam": media["main"]}) as cam:
+        with DaemonProcess("run", "--config", str(daemon_config(tmp_path, cam.url("/cam")))) as d:
+            d.wait_for(lambda: d.json("/api/stats")["record"]["clips_written"] >= 2, timeout=40)
+            stats = d.json("/api/stats")
+            code, _ = d.terminate()
+    clips = stored_clips(tmp_path / "events")
+    counts = [assert_copied(c, media["main"]) for c in clips]
+    rec = stats["record"]
+    print(f"\n{stats['record']['events_stored']} events, clips of {[n for n, _ in counts]} copied packets; "
+          f"recorder: {rec['packets_copied']} packets copied, encode_ms_mean {rec['encode_ms_mean']}")
+    assert code == 0 and len(clips) >= 2 and rec["encode_ms_mean"] is None and rec["packets_copied"] > 50
+    # 2 s pre-roll from a keyframe, an event, 2 s post-roll at 10 fps (the item open at the stop is cut short)
+    assert sum(n >= 20 for n, _ in counts) >= 2
+
+
+@pytest.mark.slow
+def test_camera_killed_mid_event_reconnects_and_the_clip_keeps_what_came(media: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    cam = RtspCamera({"/cam": media["main"]}).start()
+    try:
+        with DaemonProcess("run", "--config", str(daemon_config(tmp_path, cam.url("/cam")))) as d:
+            d.wait_for(lambda: d.json("/api/stats")["record"]["events_stored"] >= 1, timeout=30)
+            cam.stop()  # SIGKILL: no TEARDOWN, the connection just ends
+            d.wait_for(lambda: d.json("/api/stats")["source_state"] != "running", timeout=10)
+            time.sleep(2)
+            cam.start()
+            d.wait_for(lambda: d.json("/api/stats")["source_state"] == "running", timeout=30)
+            d.wait_for(lambda: d.json("/api/stats")["record"]["clips_written"] >= 2, timeout=40)
+            stats = d.json("/api/stats")
+            code, _ = d.terminate()
+            out = d.output()
+    finally:
+        cam.stop()
+    clips = stored_clips(tmp_path / "events")
+    counts = [assert_copied(c, media["main"]) for c in clips]
+    lost = [ln for ln in out.splitlines() if "rtsp://" in ln and ("ended" in ln or "no data" in ln)]
+    print(f"\n{len(clips)} clips of {[n for n, _ in counts]} packets; the camera's loss in the log: {lost}")
+    assert code == 0 and "Traceback" not in out and len(clips) >= 2
+    assert len(lost) == 1 and "retrying" in lost[0]
+
+
+def test_doctor_says_which_decoder_an_rtsp_camera_gets(tmp_path: Path) -> None:
+    import av
+
+    from edgedetect.config import Config
+    from edgedetect.doctor import Env, check_camera
+
+    cfg = Config()
+    cfg.source.uri, cfg.source.hwaccel = "rtsp://u:secret@cam/sub", "auto"
+    cfg.source.record_uri = "rtsp://u:secret@cam/main"
+    auto = check_camera(cfg, Env(dev_root=tmp_path))
+    cfg.source.hwaccel = "v4l2m2m"
+    forced = check_camera(cfg, Env(dev_root=tmp_path))
+    (tmp_path / "video10").touch()  # the device is there; whether this FFmpeg can drive it decides
+    there = check_camera(cfg, Env(dev_root=tmp_path))
+    assert auto.ok and "software (hwaccel auto: no" in auto.detail and "secret" not in auto.line()
+    assert "clips copied from rtsp://u:***@cam/main" in auto.detail
+    assert not forced.ok and "hwaccel = \"auto\"" in forced.fix
+    if "h264_v4l2m2m" in av.codecs_available:
+        assert there.ok and "h264_v4l2m2m on" in there.detail
+    else:
+        assert not there.ok and "this FFmpeg has no h264_v4l2m2m decoder" in there.detail
