@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -346,3 +347,63 @@ def test_doctor_says_which_decoder_an_rtsp_camera_gets(tmp_path: Path) -> None:
         assert there.ok and "h264_v4l2m2m on" in there.detail
     else:
         assert not there.ok and "this FFmpeg has no h264_v4l2m2m decoder" in there.detail
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SEEK_PAGE = """<html><body style="margin:0"><video id=v src="clip.mp4" muted style="width:640px;height:480px"></video>
+<script>const v = document.getElementById('v');
+v.onloadedmetadata = () => { v.currentTime = parseFloat(location.hash.slice(1)); };</script></body></html>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
+def test_a_clip_over_a_size_change_plays_in_chromium(tmp_path: Path) -> None:
+    """640x480, then 320x240, then 640x480 again in one MP4: Chromium shows each part's picture
+    (compared with PyAV's decoding of the same instant), not a mosaic or a frozen frame."""
+    import cv2
+    import functools
+    import http.server
+    import subprocess
+
+    done = []
+    rec = ClipRecorder(0.0, 0.0, 60.0, lambda *a: done.append(a))
+    cap = cv2.VideoCapture(str(VTEST))
+    rec.begin("z", 1000.0, tmp_path / "clip.mp4")
+    for i in range(60):
+        img = cap.read()[1]
+        size = (320, 240) if 20 <= i < 40 else (640, 480)
+        rec._commands()
+        rec._encode(Frame(i, 1000.0 + i / 10, cv2.resize(img, size, interpolation=cv2.INTER_AREA)))
+    cap.release()
+    rec.end("z", 1005.9)
+    rec._commands()
+    rec._finish_due(clock.now() + 10)
+    assert done and done[0][4] is None and rec.figures.encoder_restarts == 2
+    (tmp_path / "seek.html").write_text(SEEK_PAGE)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    scores = []
+    try:
+        for t in (3.05, 5.05):  # inside the 320x240 part, and back at 640x480
+            shot = tmp_path / f"shot{t}.png"
+            subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+                            "--window-size=640,480", f"--screenshot={shot}",
+                            f"http://127.0.0.1:{server.server_address[1]}/seek.html#{t}"],
+                           capture_output=True, timeout=90)
+            got = cv2.cvtColor(cv2.imread(str(shot)), cv2.COLOR_BGR2GRAY).ravel()
+            with av.open(str(tmp_path / "clip.mp4")) as c:  # the frames around t: a seek lands within a frame
+                near = [f for f in c.decode(video=0) if abs(f.time - t) <= 0.15]
+            scores.append(max(((f.width, float(np.corrcoef(
+                cv2.resize(f.to_ndarray(format="gray"), (640, 480)).ravel(), got)[0, 1])) for f in near),
+                key=lambda s: s[1]))
+    finally:
+        server.shutdown()
+        server.server_close()
+    print(f"\nChromium's picture against PyAV's at 3 and 5 s (width, correlation): {scores}")
+    assert [w for w, _ in scores] == [320, 640] and all(r > 0.95 for _, r in scores)
