@@ -431,3 +431,42 @@ def test_a_clip_over_a_size_change_plays_in_chromium(tmp_path: Path) -> None:
         server.server_close()
     print(f"\nChromium's picture against PyAV's at 1, 3 and 5 s (width, correlation): {scores}")
     assert [w for w, _ in scores] == [640, 320, 640] and all(r > 0.95 for _, r in scores)
+
+
+def _cost(cfg: Path, window: float = 10.0) -> tuple[float, dict]:
+    """Process CPU % over `window` s once clips are being made, and the stats at its end."""
+    from test_record import _cpu
+
+    with DaemonProcess("run", "--config", str(cfg)) as d:
+        d.wait_for(lambda: d.json("/api/stats")["frames_inferred"] > 20, timeout=30)
+        time.sleep(1)
+        cpu0, t0 = _cpu(d.proc.pid), time.monotonic()
+        time.sleep(window)
+        cpu1, t1 = _cpu(d.proc.pid), time.monotonic()
+        stats = d.json("/api/stats")
+        d.terminate()
+    return 100 * (cpu1 - cpu0) / (t1 - t0), stats
+
+
+@pytest.mark.slow
+def test_cost_of_copying_packets_against_encoding_them(media: dict[str, Path], tmp_path: Path) -> None:
+    """The same H.264 video at 10 fps, the same detection and [record]: from the RTSP camera with
+    its packets copied into clips, and as a file whose frames the recorder encodes with x264 (at
+    the 640 px cap and at its full 768x576). Process CPU % of each daemon."""
+    runs = {}
+    with RtspCamera({"/cam": media["main"]}) as cam:
+        for name, source, extra in (("copy", cam.url("/cam"), ""), ("x264 640", str(media["main"]), ""),
+                                    ("x264 768", str(media["main"]), "max_width = 0")):
+            (tmp_path / name).mkdir()
+            cfg = record_config(tmp_path / name, tmp_path / name / "events", source=source, loop=True,
+                                extra=f"pre_s = 2\npost_s = 2\n{extra}")
+            runs[name] = _cost(cfg)
+    for name, (cpu, stats) in runs.items():
+        rec = stats["record"]
+        print(f"\n{name}: process CPU {cpu:.0f}%, inference {stats['inference_fps']} fps, recorder "
+              f"{rec['encode_ms_mean']} ms a frame, {rec['packets_copied']} packets copied, "
+              f"{rec['frames_dropped']} dropped")
+    copy, x640, x768 = (runs[n] for n in ("copy", "x264 640", "x264 768"))
+    print(f"copy / x264 640: {copy[0] / x640[0]:.2f}; x264 640 / 768: {x640[0] / x768[0]:.2f}")
+    assert copy[1]["record"]["encode_ms_mean"] is None and copy[1]["record"]["packets_copied"] > 50
+    assert x640[1]["record"]["encode_ms_mean"] and x640[1]["record"]["packets_copied"] == 0
