@@ -20,6 +20,12 @@ cannot do this: its FFmpeg has no H.264 encoder, and it writes to a file, not to
 Time stamps are the frames' capture times (milliseconds), so a clip runs at the camera's rate
 whatever the inference rate, and the gaps of a dropped frame stay gaps in time.
 
+A camera that sends H.264 or H.265 of its own (an RTSP camera, the Pi's hardware encoder) gives
+its packets on its frames (Frame.packets): those go into the pre-roll as they are, with their own
+times, and none of that camera's frames is encoded here. A change of picture size (or of a copied
+stream's parameters) starts a new encoder and logs one line; the open clip goes on in the same
+file, the new parameter sets inline before the next keyframe (docs/events.md: why one file).
+
 Nothing here touches the disk until an event begins, and then only the event's own clip file.
 A clip is written under a temporary name, fsync'ed, and handed to the store, which renames it
 into place and lists it; a write error (a full disk) abandons that clip and removes the file.
