@@ -11,6 +11,7 @@ import shutil
 import signal
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -31,10 +32,10 @@ from edgedetect.sources.stream import RtspStream
 from edgedetect.storage.recorder import ClipRecorder
 
 
-def nal_units(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex-B or a 4-byte-length-prefixed (MP4) H.264 packet: the same
-    picture as RTSP and as MP4 differ only in these framings."""
-    if data[:4] == b"\0\0\0\1" or data[:3] == b"\0\0\1":
+def nal_units(data: bytes, annexb: bool = False) -> list[bytes]:
+    """The NAL units of an Annex-B (RTSP, the Pi's encoder) or a 4-byte-length-prefixed (MP4)
+    packet: the same picture differs only in these framings."""
+    if annexb:
         return [n.rstrip(b"\0") for n in data.replace(b"\0\0\0\1", b"\0\0\1").split(b"\0\0\1") if n]
     out, i = [], 0
     while i + 4 <= len(data):
@@ -134,7 +135,7 @@ def test_record_uri_packets_come_from_the_main_stream(media: dict[str, Path]) ->
     want = {n for p in mp4_nals(media["main"])[0] for n in p}
     assert {c.image.shape for c in caps} == {(288, 384, 3)}
     assert {(p.width, p.height, p.codec) for p in packets} == {(768, 576, "h264")}
-    assert len(packets) >= 20 and all(n in want for p in packets for n in nal_units(p.data))
+    assert len(packets) >= 20 and all(n in want for p in packets for n in nal_units(p.data, annexb=True))
     ts = [p.t for p in packets]
     assert ts == sorted(ts) and 0.05 < (ts[-1] - ts[0]) / (len(ts) - 1) < 0.15  # the camera's 10 fps
 
@@ -470,3 +471,47 @@ def test_cost_of_copying_packets_against_encoding_them(media: dict[str, Path], t
     print(f"copy / x264 640: {copy[0] / x640[0]:.2f}; x264 640 / 768: {x640[0] / x768[0]:.2f}")
     assert copy[1]["record"]["encode_ms_mean"] is None and copy[1]["record"]["packets_copied"] > 50
     assert x640[1]["record"]["encode_ms_mean"] and x640[1]["record"]["packets_copied"] == 0
+
+
+@pytest.mark.parametrize("encoder, codec, tag", [("libx264", "h264", "avc1"), ("libx265", "hevc", "hvc1")])
+def test_annexb_packets_with_inline_parameter_sets_are_copied(tmp_path: Path, encoder: str, codec: str,
+                                                              tag: str) -> None:
+    """Packets as the Pi's hardware encoder gives them: Annex-B, SPS/PPS (and VPS) inline before
+    each keyframe, no extradata. The clip holds them unchanged, plays, and HEVC is tagged hvc1."""
+    import cv2
+
+    from edgedetect.frames import EncodedPacket
+
+    enc = av.CodecContext.create(encoder, "w")
+    enc.width, enc.height, enc.pix_fmt, enc.time_base = 384, 288, "yuv420p", Fraction(1, 10)
+    enc.options = {"g": "10", "bf": "0"} if codec == "h264" else {"x265-params": "keyint=10:bframes=0:log-level=error"}
+    cap = cv2.VideoCapture(str(VTEST))
+    sent = []
+    for i in range(40):
+        img = cv2.resize(cap.read()[1], (384, 288))
+        vf = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p")
+        vf.pts = i
+        sent += [EncodedPacket(bytes(p), 1000.0 + p.pts / 10, bool(p.is_keyframe), codec, 384, 288)
+                 for p in enc.encode(vf)]
+    sent += [EncodedPacket(bytes(p), 1000.0 + p.pts / 10, bool(p.is_keyframe), codec, 384, 288)
+             for p in enc.encode(None)]
+    cap.release()
+    assert sent[0].data[:4] == b"\0\0\0\1" and not enc.extradata
+    done = []
+    rec = ClipRecorder(0.0, 0.0, 60.0, lambda *a: done.append(a))
+    rec.begin("k", 1000.0, tmp_path / "k.mp4")
+    rec._commands()
+    for i, p in enumerate(sent):
+        rec._encode(Frame(i, p.t, np.zeros((288, 384, 3), np.uint8), packets=(p,)))
+    rec.end("k", sent[-1].t)
+    rec._commands()
+    rec._finish_due(clock.now() + 10)
+    assert done and done[0][4] is None, done
+    with av.open(str(tmp_path / "k.mp4")) as c:
+        s = c.streams.video[0]
+        got = [bytes(p) for p in c.demux(s) if p.size]
+        assert (s.codec_context.name, s.codec_tag, s.codec_context.width) == (codec, tag, 384)
+    with av.open(str(tmp_path / "k.mp4")) as c:
+        decoded = sum(1 for _ in c.decode(video=0))
+    assert [nal_units(g) for g in got] == [nal_units(p.data, annexb=True) for p in sent]  # the same NAL units, packet by packet
+    assert decoded >= len(sent) - 1 and rec.figures.frames_encoded == 0

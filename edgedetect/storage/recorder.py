@@ -108,6 +108,7 @@ class _Clip:
     packets: int = 0
     capped: bool = False  # reached max_clip_s
     handed_over: bool = False  # a newer clip takes over at the next keyframe
+    codec: str = ""
 
 
 @dataclass
@@ -441,9 +442,8 @@ class ClipRecorder(StageThread):
             clip.path.parent.mkdir(parents=True, exist_ok=True)
             clip.out = av.open(str(clip.path), "w", format="mp4")
             clip.stream = clip.out.add_mux_stream(codec, width=w, height=h)
+            clip.codec = codec
             clip.stream.time_base = TIME_BASE
-            if codec == "hevc":
-                clip.stream.codec_tag = "hvc1"  # Apple's and the browsers' tag for HEVC in MP4
         except Exception as e:  # noqa: BLE001
             self._fail(clip, e)
 
@@ -470,6 +470,8 @@ class ClipRecorder(StageThread):
             clip.out.close()
             if clip.packets == 0:
                 raise RuntimeError("no video in the clip")
+            if clip.codec == "hevc":
+                _tag_hvc1(clip.path)
             from edgedetect.system.files import fsync_file
 
             fsync_file(clip.path)
@@ -509,6 +511,38 @@ class ClipRecorder(StageThread):
             self._on_done(clip_id, path, t0, t1, e)
         except Exception:  # noqa: BLE001
             log.exception("recorder: clip %s not handed over", clip_id)
+
+
+_CONTAINERS = (b"moov", b"trak", b"mdia", b"minf", b"stbl")
+
+
+def _tag_hvc1(path: Path) -> None:
+    """HEVC's sample entry renamed from FFmpeg's default `hev1` to `hvc1`, the tag Safari and the
+    browsers that play HEVC in MP4 look for (FFmpeg's `-tag:v hvc1`; PyAV's mux streams cannot set
+    a tag). Both entries have the same layout; only the four bytes of its type change."""
+    with open(path, "r+b") as f:
+        end = f.seek(0, 2)
+        start = 0
+        while start + 8 <= end:
+            f.seek(start)
+            head = f.read(16)
+            size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if size == 1:
+                size = int.from_bytes(head[8:16], "big")
+            elif size == 0:
+                size = end - start
+            if size < 8:
+                return
+            if kind in _CONTAINERS:
+                end, start = start + size, start + 8  # into the box
+            elif kind == b"stsd":
+                f.seek(start + 16 + 4)  # header, version/flags, entry count, first entry's size
+                if f.read(4) == b"hev1":
+                    f.seek(start + 20)
+                    f.write(b"hvc1")
+                return
+            else:
+                start += size
 
 
 def _annexb(extradata: bytes) -> bool:
