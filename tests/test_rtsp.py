@@ -94,6 +94,7 @@ def assert_copied(clip: Path, source: Path) -> tuple[int, int]:
     return len(got), decoded
 
 
+@pytest.mark.slow
 def test_rtsp_packets_copied_into_a_clip(media: dict[str, Path], tmp_path: Path) -> None:
     """One stream serves both: frames decoded for detection, its packets copied into the clip."""
     done = []
@@ -140,6 +141,7 @@ def test_record_uri_packets_come_from_the_main_stream(media: dict[str, Path]) ->
     assert ts == sorted(ts) and 0.05 < (ts[-1] - ts[0]) / (len(ts) - 1) < 0.15  # the camera's 10 fps
 
 
+@pytest.mark.slow
 def test_interrupt_ends_a_read_from_a_silent_camera_and_a_stall_is_one_error(media: dict[str, Path]) -> None:
     """SIGSTOP freezes the server: the connection stays open and sends nothing."""
     with RtspCamera({"/cam": media["main"]}) as cam:
@@ -195,6 +197,7 @@ def test_bad_stream_settings_are_one_line(tmp_path: Path, text: str, expected: s
     assert expected in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_a_size_change_keeps_the_clip_going(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """An MJPEG camera that switches between 640x480 and 320x240 every 2 s while an event lasts:
     one clip over the whole event, one log line and one new encoder per change."""
