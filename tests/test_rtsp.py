@@ -246,14 +246,16 @@ def test_a_size_change_keeps_the_clip_going(tmp_path: Path, caplog: pytest.LogCa
     assert len(decoded) >= 0.8 * 10 * (c1 - c0)
 
 
-@pytest.mark.parametrize("max_width, size", [(640, (640, 480)), (0, (768, 576))])
-def test_max_width_caps_encoded_clips(tmp_path: Path, max_width: int, size: tuple[int, int]) -> None:
+@pytest.mark.parametrize("max_width, captured, size", [(640, (768, 576), (640, 480)), (0, (768, 576), (768, 576)),
+                                                       (640, (1280, 720), (640, 360)), (0, (1280, 720), (1280, 720))])
+def test_max_width_caps_encoded_clips(tmp_path: Path, max_width: int, captured: tuple[int, int],
+                                      size: tuple[int, int]) -> None:
     import cv2
 
     done = []
     rec = ClipRecorder(0.0, 0.0, 60.0, lambda *a: done.append(a), max_width=max_width)
     cap = cv2.VideoCapture(str(VTEST))
-    imgs = [cap.read()[1] for _ in range(30)]
+    imgs = [cv2.resize(cap.read()[1], captured) for _ in range(30)]
     cap.release()
     rec.begin("m", 1000.0, tmp_path / "m.mp4")
     for i, img in enumerate(imgs):
@@ -265,7 +267,8 @@ def test_max_width_caps_encoded_clips(tmp_path: Path, max_width: int, size: tupl
     with av.open(str(tmp_path / "m.mp4")) as c:
         got = {(f.width, f.height) for f in c.decode(video=0)}
     f = rec.current()
-    print(f"\nmax_width {max_width}: {size[0]}x{size[1]}, x264 {f.encode_ms_total / f.frames_encoded:.1f} ms a frame")
+    print(f"\n{captured[0]}x{captured[1]} with max_width {max_width}: {size[0]}x{size[1]}, "
+          f"{f.encode_ms_total / f.frames_encoded:.1f} ms a frame (scaling and x264)")
     assert got == {size}
 
 

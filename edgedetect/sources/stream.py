@@ -168,7 +168,7 @@ class _Reader:
             try:
                 pkt = next(demux)
             except StopIteration:
-                raise SourceError(f"{name}: the stream ended") from None
+                raise SourceError(f"{name}: the stream ended (the camera closed it, or went away)") from None
             except av.error.ExitError:
                 if self._stop.is_set():
                     return
@@ -201,7 +201,9 @@ class RtspStream:
         self.uri, self.record_uri = uri, record_uri
         self.name = redact(uri)
         self.transport, self.hwaccel = transport, hwaccel
-        self.corrupt = 0
+        self.corrupt = 0  # packets the decoder refused (a packet lost on the way)
+        self._reported = 0  # of those, passed to on_corrupt
+        self.on_corrupt: Any = None  # set by the capture thread: called once per refused packet
         self.packets_dropped = 0  # record-stream packets that waited too long for a read
         self._stop = threading.Event()
         self._cond = threading.Condition()
@@ -267,12 +269,15 @@ class RtspStream:
         return next((r.error for r in self._readers if r.error is not None), None)
 
     def read(self) -> Capture | None:
+        deadline = clock.now() + 2 * TIMEOUT_S
         with self._cond:
             why = self._failure()  # a record stream that failed fails the camera, frames or not
             while self._image is None and why is None:
                 if self._stop.is_set():
                     return None
                 why = self._failure()
+                if why is None and clock.now() > deadline:  # packets come, but none decodes
+                    why = f"{self.name}: no picture for {2 * TIMEOUT_S:.0f} s"
                 if why is None:
                     self._cond.wait(POLL_S)
             if why is None:
@@ -283,6 +288,9 @@ class RtspStream:
         if why is not None:
             self.close()
             raise SourceError(why)
+        while self._reported < self.corrupt and self.on_corrupt is not None:
+            self._reported += 1
+            self.on_corrupt()
         return Capture(image, packets=packets)
 
     def interrupt(self) -> None:
