@@ -4,8 +4,11 @@ here, so every packet the camera sends is known and a clip's packets can be comp
 
 from __future__ import annotations
 
+import functools
+import http.server
 import logging
 import os
+import subprocess
 import re
 import shutil
 import signal
@@ -28,7 +31,7 @@ from edgedetect.config import load
 from edgedetect.errors import ConfigError, SourceError
 from edgedetect.frames import Frame
 from edgedetect.sources.mjpeg import MjpegStream
-from edgedetect.sources.stream import RtspStream
+from edgedetect.sources.stream import NetworkStream
 from edgedetect.storage.recorder import ClipRecorder
 
 
@@ -100,7 +103,7 @@ def test_rtsp_packets_copied_into_a_clip(media: dict[str, Path], tmp_path: Path)
     done = []
     rec = ClipRecorder(1.0, 1.0, 60.0, lambda *a: done.append(a))
     with RtspCamera({"/cam": media["main"]}) as cam:
-        src = RtspStream(cam.url("/cam"))
+        src = NetworkStream(cam.url("/cam"))
         src.open()
         try:
             for i, (t, cap) in enumerate(read_for(src, 5.0)):
@@ -126,7 +129,7 @@ def test_rtsp_packets_copied_into_a_clip(media: dict[str, Path], tmp_path: Path)
 def test_record_uri_packets_come_from_the_main_stream(media: dict[str, Path]) -> None:
     """Detection on the substream (384x288, decoded), packets of the main stream (768x576, not decoded)."""
     with RtspCamera({"/main": media["main"], "/sub": media["sub"]}) as cam:
-        src = RtspStream(cam.url("/sub"), cam.url("/main"))
+        src = NetworkStream(cam.url("/sub"), cam.url("/main"))
         src.open()
         try:
             caps = [c for _, c in read_for(src, 3.0)]
@@ -145,7 +148,7 @@ def test_record_uri_packets_come_from_the_main_stream(media: dict[str, Path]) ->
 def test_interrupt_ends_a_read_from_a_silent_camera_and_a_stall_is_one_error(media: dict[str, Path]) -> None:
     """SIGSTOP freezes the server: the connection stays open and sends nothing."""
     with RtspCamera({"/cam": media["main"]}) as cam:
-        src = RtspStream(cam.url("/cam"))
+        src = NetworkStream(cam.url("/cam"))
         src.open()
         src.read()
         os.kill(cam.proc.pid, signal.SIGSTOP)
@@ -158,7 +161,7 @@ def test_interrupt_ends_a_read_from_a_silent_camera_and_a_stall_is_one_error(med
             t0 = time.monotonic()
             src.close()
             closed = time.monotonic() - t0
-            src2 = RtspStream(cam.url("/cam"))
+            src2 = NetworkStream(cam.url("/cam"))
             t0 = time.monotonic()
             with pytest.raises(SourceError) as e:
                 src2.open()
@@ -175,7 +178,7 @@ def test_hwaccel_auto_falls_back_to_software_and_says_so(media: dict[str, Path],
                                                         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "edgedetect.sources")
     with RtspCamera({"/cam": media["sub"]}) as cam:
-        src = RtspStream(cam.url("/cam"), hwaccel="auto")
+        src = NetworkStream(cam.url("/cam"), hwaccel="auto")
         src.open()
         src.close()
     lines = [r.getMessage() for r in caplog.records if "decoded by" in r.getMessage()]
@@ -357,6 +360,34 @@ def test_doctor_says_which_decoder_an_rtsp_camera_gets(tmp_path: Path) -> None:
         assert not there.ok and "this FFmpeg has no h264_v4l2m2m decoder" in there.detail
 
 
+class Ranges(http.server.SimpleHTTPRequestHandler):
+    """Byte ranges, which Chromium needs to seek in a clip (as the daemon serves clips)."""
+
+    def do_GET(self) -> None:
+        m = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        path = Path(self.translate_path(self.path))
+        if m is None or not path.is_file():
+            return super().do_GET()
+        data = path.read_bytes()
+        a, b = int(m.group(1)), min(int(m.group(2) or len(data) - 1), len(data) - 1)
+        self.send_response(206)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
+        self.send_header("Content-Length", str(b - a + 1))
+        self.end_headers()
+        self.wfile.write(data[a:b + 1])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve_files(folder: Path) -> http.server.ThreadingHTTPServer:
+    """`folder` over HTTP on a free loopback port, with byte ranges; shutdown() when done."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Ranges, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Seeks to the time after '#', then (a second later: the seeked event can come before the frame is there)
 # draws the picture shown into a 64x48 canvas and writes its grey
@@ -375,9 +406,6 @@ def test_a_clip_over_a_size_change_plays_in_chromium(tmp_path: Path) -> None:
     """640x480, then 320x240, then 640x480 again in one MP4: Chromium shows each part's picture
     (compared with PyAV's decoding of the same instant), not a mosaic or a frozen frame."""
     import cv2
-    import functools
-    import http.server
-    import subprocess
 
     done = []
     rec = ClipRecorder(0.0, 0.0, 60.0, lambda *a: done.append(a))
@@ -394,29 +422,7 @@ def test_a_clip_over_a_size_change_plays_in_chromium(tmp_path: Path) -> None:
     rec._finish_due(clock.now() + 10)
     assert done and done[0][4] is None and rec.figures.encoder_restarts == 2
     (tmp_path / "seek.html").write_text(SEEK_PAGE)
-    class Ranges(http.server.SimpleHTTPRequestHandler):
-        """Byte ranges, which Chromium needs to seek in a clip (as the daemon serves clips)."""
-
-        def do_GET(self) -> None:
-            m = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-            path = Path(self.translate_path(self.path))
-            if m is None or not path.is_file():
-                return super().do_GET()
-            data = path.read_bytes()
-            a, b = int(m.group(1)), min(int(m.group(2) or len(data) - 1), len(data) - 1)
-            self.send_response(206)
-            self.send_header("Content-Type", "video/mp4")
-            self.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
-            self.send_header("Content-Length", str(b - a + 1))
-            self.end_headers()
-            self.wfile.write(data[a:b + 1])
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    handler = functools.partial(Ranges, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_files(tmp_path)
     scores = []
     try:
         for t in (1.05, 3.05, 5.05):  # in the first 640x480 part, the 320x240 part, and the second 640x480 one
@@ -521,3 +527,36 @@ def test_annexb_packets_with_inline_parameter_sets_are_copied(tmp_path: Path, en
         decoded = sum(1 for _ in c.decode(video=0))
     assert [nal_units(g) for g in got] == [nal_units(p.data, annexb=True) for p in sent]  # the same NAL units, packet by packet
     assert decoded >= len(sent) - 1 and rec.figures.frames_encoded == 0
+
+
+def test_an_http_h264_stream_that_is_not_mjpeg_is_read_by_pyav_and_its_packets_copied(
+        media: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """MP4 over HTTP: the MJPEG reader hands it over; its length-prefixed packets come out Annex-B
+    with the parameter sets inline, and a clip of them is the file's pictures."""
+    caplog.set_level(logging.INFO, "edgedetect.sources")
+    server = serve_files(media["main"].parent)
+    src = MjpegStream(f"http://127.0.0.1:{server.server_address[1]}/main.mp4")
+    done = []
+    rec = ClipRecorder(0.0, 0.0, 60.0, lambda *a: done.append(a))
+    rec.begin("h", 0.0, tmp_path / "h.mp4")
+    rec._commands()
+    try:
+        src.open()
+        packets = []
+        for i in range(30):
+            cap = src.read()
+            packets += cap.packets
+            rec._encode(Frame(i, clock.now(), cap.image, packets=cap.packets))
+        assert cap.image.shape == (576, 768, 3)
+    finally:
+        src.close()
+        server.shutdown()
+        server.server_close()
+    rec.end("h", 0.0)
+    rec._commands()
+    rec._finish_due(clock.now() + 100)
+    assert any("content type video/mp4; reading it with FFmpeg" in r.getMessage() for r in caplog.records)
+    assert packets[0].key and packets[0].data[:4] == b"\0\0\0\1" and not packets[0].extradata
+    assert {n[0] & 0x1F for n in nal_units(packets[0].data, annexb=True)} >= {7, 8, 5}  # SPS, PPS, IDR inline
+    assert done and done[0][4] is None, done
+    assert_copied(tmp_path / "h.mp4", media["main"])

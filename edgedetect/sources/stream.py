@@ -1,4 +1,5 @@
-"""RTSP cameras read with PyAV: frames decoded for detection, packets passed on for clips.
+"""Network cameras read with PyAV (rtsp://, and HTTP streams that are not MJPEG, such as MPEG-TS
+or MP4): frames decoded for detection, packets passed on for clips.
 
 A camera often offers two streams (Frigate's roles): a small one to detect on (`uri`) and the
 full-size one to record (`record_uri`). The recorded stream's packets are never decoded here: they
@@ -84,7 +85,7 @@ class _PtsClock:
 class _Reader:
     """One stream's thread: open, demux, and (for the detection stream) decode."""
 
-    def __init__(self, uri: str, options: dict[str, str], decode: bool, hwaccel: str, owner: "RtspStream"):
+    def __init__(self, uri: str, options: dict[str, str], decode: bool, hwaccel: str, owner: "NetworkStream"):
         self.uri, self.options, self.decode, self.hwaccel = uri, options, decode, hwaccel
         self._owner = owner
         self._stop = threading.Event()
@@ -163,6 +164,13 @@ class _Reader:
         self.opened.set()
         pts_clock = _PtsClock()
         extradata = bytes(ctx.extradata or b"")
+        to_annexb = None
+        if copy and extradata[:1] == b"\1":
+            # MP4-style packets (length-prefixed, parameter sets in an avcC/hvcC box), as MP4 or
+            # Matroska over HTTP give them: made Annex-B with the parameter sets inline before
+            # each keyframe, the form a clip's first packet must have (see storage/recorder.py).
+            to_annexb = av.bitstream.BitStreamFilterContext(f"{codec}_mp4toannexb", stream)
+            extradata = b""
         demux = container.demux(stream)
         while not self._stop.is_set():
             try:
@@ -178,10 +186,7 @@ class _Reader:
             if pkt.size == 0:
                 continue
             now = clock.now()
-            packet = None
-            if copy and self._owner.wants_packets(self):
-                packet = EncodedPacket(bytes(pkt), pts_clock.t(pkt.pts, pkt.time_base, now), bool(pkt.is_keyframe),
-                                       codec, ctx.width, ctx.height, extradata)
+            t, key = pts_clock.t(pkt.pts, pkt.time_base, now), bool(pkt.is_keyframe)
             images = []
             if dec is not None:
                 try:
@@ -189,11 +194,16 @@ class _Reader:
                     images = [np.array(f.to_ndarray(format="bgr24")) for f in dec.decode(pkt)]
                 except av.error.InvalidDataError:
                     self._owner.corrupt += 1  # a packet lost on the way: the decoder picks up at the next keyframe
-            self._owner._hand_over(self, packet, images)
+            packets = []
+            if copy and self._owner.wants_packets(self):
+                data = [bytes(p) for p in to_annexb.filter(pkt)] if to_annexb is not None else [bytes(pkt)]
+                packets = [EncodedPacket(d, t, key, codec, ctx.width, ctx.height, extradata) for d in data]
+            self._owner._hand_over(self, packets, images)
 
 
-class RtspStream:
-    """An rtsp:// or rtsps:// camera; with `record_uri`, a second stream whose packets are recorded."""
+class NetworkStream:
+    """A camera FFmpeg reads over the network; with `record_uri`, a second stream whose packets
+    are recorded."""
 
     live = True
 
@@ -220,8 +230,10 @@ class RtspStream:
     def _options(self) -> dict[str, str]:
         # FFmpeg's own socket timeout (microseconds) besides PyAV's, so a silent TCP connection
         # fails in FFmpeg too; a small probe, since the SDP already names the codec.
-        return {"rtsp_transport": self.transport, "timeout": str(int(TIMEOUT_S * 1e6)),
-                "analyzeduration": "1000000"}
+        options = {"timeout": str(int(TIMEOUT_S * 1e6)), "analyzeduration": "1000000"}
+        if self.uri.startswith(("rtsp://", "rtsps://")):
+            options["rtsp_transport"] = self.transport
+        return options
 
     def open(self) -> None:
         self._stop.clear()
@@ -250,9 +262,9 @@ class RtspStream:
     def wants_packets(self, reader: _Reader) -> bool:
         return reader is (self._record or self._detect)
 
-    def _hand_over(self, reader: _Reader, packet: EncodedPacket | None, images: list[np.ndarray]) -> None:
+    def _hand_over(self, reader: _Reader, packets: list[EncodedPacket], images: list[np.ndarray]) -> None:
         with self._cond:
-            if packet is not None:
+            for packet in packets:
                 if len(self._packets) >= MAX_PENDING_PACKETS:
                     self._packets.popleft()
                     self.packets_dropped += 1
