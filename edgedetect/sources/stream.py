@@ -82,28 +82,22 @@ class _PtsClock:
         return t
 
 
-class _Reader:
-    """One stream's thread: open, demux, and (for the detection stream) decode."""
+class _Reader(threading.Thread):
+    """One stream's thread: open, demux, and (for the detection stream) decode; stop() and join()."""
 
     def __init__(self, uri: str, options: dict[str, str], decode: bool, hwaccel: str, owner: "NetworkStream"):
+        super().__init__(name=f"stream {redact(uri)}", daemon=True)
         self.uri, self.options, self.decode, self.hwaccel = uri, options, decode, hwaccel
         self._owner = owner
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"rtsp {redact(uri)}", daemon=True)
+        self._stopping = threading.Event()
         self.error: str | None = None
         self.opened = threading.Event()
         self.decoder = ""
 
-    def start(self) -> None:
-        self._thread.start()
-
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
+    def run(self) -> None:
         import av
 
         name = redact(self.uri)
@@ -172,13 +166,13 @@ class _Reader:
             to_annexb = av.bitstream.BitStreamFilterContext(f"{codec}_mp4toannexb", stream)
             extradata = b""
         demux = container.demux(stream)
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 pkt = next(demux)
             except StopIteration:
                 raise SourceError(f"{name}: the stream ended (the camera closed it, or went away)") from None
             except av.error.ExitError:
-                if self._stop.is_set():
+                if self._stopping.is_set():
                     return
                 raise SourceError(f"{name}: no data for {TIMEOUT_S:.0f} s") from None
             except av.error.EOFError:
