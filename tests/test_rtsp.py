@@ -560,3 +560,16 @@ def test_an_http_h264_stream_that_is_not_mjpeg_is_read_by_pyav_and_its_packets_c
     assert {n[0] & 0x1F for n in nal_units(packets[0].data, annexb=True)} >= {7, 8, 5}  # SPS, PPS, IDR inline
     assert done and done[0][4] is None, done
     assert_copied(tmp_path / "h.mp4", media["main"])
+
+
+def test_cameras_have_their_own_record_uri_and_share_the_rest(tmp_path: Path) -> None:
+    from edgedetect.config import camera_configs
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[source]\nhwaccel = "auto"\nrtsp_transport = "udp"\n'
+                   '[cameras.door]\nuri = "rtsp://door/sub"\nrecord_uri = "rtsp://door/main"\nhwaccel = "off"\n'
+                   '[cameras.yard]\nuri = "rtsp://yard/only"\n')
+    got = {name: (c.source.uri, c.source.record_uri, c.source.hwaccel, c.source.rtsp_transport)
+           for name, c in camera_configs(load(cfg))}
+    assert got == {"door": ("rtsp://door/sub", "rtsp://door/main", "off", "udp"),
+                   "yard": ("rtsp://yard/only", "", "auto", "udp")}

@@ -261,6 +261,9 @@ class NetworkStream:
             for packet in packets:
                 if len(self._packets) >= MAX_PENDING_PACKETS:
                     self._packets.popleft()
+                    if not self.packets_dropped:
+                        log.warning("%s: no frame taken for %d packets; the oldest are dropped (gaps in clips)",
+                                    self.name, MAX_PENDING_PACKETS)
                     self.packets_dropped += 1
                 self._packets.append(packet)
             if images:
