@@ -44,6 +44,14 @@ class SourceConfig:
     fps: float = _f(30.0, "capture rate for cameras", 0.1, 240)
     record_mbps: float = _f(3.0, "picam: Mbit/s of the hardware H.264 encoder that makes clips ([record] clips)",
                             0.5, 25.0)
+    record_uri: str = _f("", "rtsp:// cameras: a second stream whose packets are copied into clips, never decoded "
+                             "(the camera's main stream, while uri is a small substream to detect on); "
+                             "empty: uri's stream serves both")
+    rtsp_transport: str = _f("tcp", "rtsp:// cameras: RTP over the RTSP connection (tcp) or over udp "
+                                    "(loses packets on Wi-Fi)", choices=("tcp", "udp"))
+    hwaccel: str = _f("off", "rtsp:// cameras: decode on the Pi's H.264 decoder (v4l2m2m, /dev/video10), "
+                             "auto (v4l2m2m when there, else software), or off (software)",
+                      choices=("off", "auto", "v4l2m2m"))
 
 
 @dataclass
@@ -183,6 +191,9 @@ class RecordConfig:
     pre_s: float = _f(5.0, "seconds of video kept before an event starts", 0.0, 60.0)
     post_s: float = _f(5.0, "seconds of video kept after an event ends", 0.0, 300.0)
     max_clip_s: float = _f(300.0, "longest clip; an event that lasts longer keeps only its first seconds", 1.0, 86400.0)
+    max_width: int = _f(640, "clips encoded here (cameras that give no H.264 of their own) are scaled down to at "
+                             "most this width, aspect kept (0: as captured); a camera's own packets are copied as they are",
+                        0, 8192)
     max_mb: float = _f(1000.0, "most megabytes the store keeps; the oldest events are deleted first", 1.0, 1e7)
     max_days: float = _f(14.0, "days an event is kept (0: no age limit)", 0.0, 36500.0)
     min_free_mb: float = _f(300.0, "free megabytes below which recording pauses (and resumes by itself)", 0.0, 1e7)
@@ -222,6 +233,9 @@ class CameraConfig:
     width: int | None = _f(None, "as [source] width (unset: [source]'s)", 16, 8192)
     height: int | None = _f(None, "as [source] height (unset: [source]'s)", 16, 8192)
     capture_fps: float | None = _f(None, "as [source] fps: the capture rate for cameras (unset: [source]'s)", 0.1, 240)
+    record_uri: str = _f("", "as [source] record_uri: this camera's stream copied into clips (empty: uri's)")
+    rtsp_transport: str | None = _f(None, "as [source] rtsp_transport (unset: [source]'s)", choices=("tcp", "udp"))
+    hwaccel: str | None = _f(None, "as [source] hwaccel (unset: [source]'s)", choices=("off", "auto", "v4l2m2m"))
     motion: dict[str, Any] = _f({}, "[cameras.NAME.motion]: keys of [motion] this camera sets its own way")
     detect: dict[str, Any] = _f({}, "[cameras.NAME.detect]: keys of [detect] this camera sets its own way")
     record: dict[str, Any] = _f({}, "[cameras.NAME.record]: " + ", ".join(sorted(
@@ -383,9 +397,11 @@ def camera_configs(cfg: Config) -> list[tuple[str, Config]]:
     for name, cam in cfg.cameras.items():
         if not cam.enabled:
             continue
-        src = dataclasses.replace(cfg.source, uri=cam.uri, **{
+        src = dataclasses.replace(cfg.source, uri=cam.uri, record_uri=cam.record_uri, **{
             key: value for key, value in (("pace", cam.pace), ("loop", cam.loop), ("width", cam.width),
-                                          ("height", cam.height), ("fps", cam.capture_fps)) if value is not None})
+                                          ("height", cam.height), ("fps", cam.capture_fps),
+                                          ("rtsp_transport", cam.rtsp_transport), ("hwaccel", cam.hwaccel))
+            if value is not None})
         out.append((name, dataclasses.replace(
             cfg, source=src, motion=dataclasses.replace(cfg.motion, **cam.motion),
             detect=dataclasses.replace(cfg.detect, **cam.detect), record=dataclasses.replace(cfg.record, **cam.record),
@@ -491,8 +507,22 @@ def _validate_cameras(cfg: Config, origin: str) -> None:
             raise ConfigError(str(e).replace(f"{origin}: ", f"{origin}: camera {name!r}: ", 1)) from None
 
 
+RTSP_SCHEMES = ("rtsp://", "rtsps://")
+
+
+def _validate_record_uri(cfg: Config, origin: str) -> None:
+    for name, c in camera_configs(cfg):
+        src = c.source
+        if src.record_uri and not (src.record_uri.startswith(RTSP_SCHEMES) and src.uri.startswith(RTSP_SCHEMES)):
+            where = "source" if name == ONE_CAMERA and not cfg.cameras else f"cameras.{name}"
+            kinds = [u.split("://")[0] + "://" if "://" in u else "a path" for u in (src.record_uri, src.uri)]
+            raise ConfigError(f"{origin}: {where}.record_uri: expected an rtsp:// URL beside an rtsp:// uri, got "
+                              f"{kinds[0]} with uri {shorten(kinds[1])}")
+
+
 def _validate_whole(cfg: Config, origin: str) -> None:
     _validate_cameras(cfg, origin)
+    _validate_record_uri(cfg, origin)
     _validate_areas(cfg, origin)
     _validate_http(cfg, origin)
     rng = cfg.model.input_range

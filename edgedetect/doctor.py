@@ -243,9 +243,26 @@ def check_camera(cfg: Any, env: Env) -> Check:
             return Check("camera", False, f"{dev}: no read/write permission",
                          f"add the user to the device's group ({_group_of(dev)}): sudo usermod -aG {_group_of(dev)} USER")
         return Check("camera", True, f"{dev} readable and writable")
+    if uri.startswith(("rtsp://", "rtsps://")):
+        return check_rtsp_decoder(cfg.source, env)
     if kind in ("video", "images") and not Path(uri).exists():
         return Check("camera", False, f"{uri}: source file not found", "set source.uri to an existing file")
     return Check("camera", True, f"source {uri!r} is a {kind}, not a local camera")
+
+
+def check_rtsp_decoder(src: Any, env: Env) -> Check:
+    """Which decoder an RTSP camera's H.264 gets (the camera is not contacted: its codec is
+    assumed H.264, the common case), and what its packets are used for."""
+    from edgedetect.sources.mjpeg import redact
+    from edgedetect.sources.stream import decoder_choice
+
+    hw, why = decoder_choice("h264", src.hwaccel, str(env.dev_root / "video10"))
+    clips = f"clips copied from {redact(src.record_uri)}" if src.record_uri else "clips copied from its own packets"
+    detail = f"{redact(src.uri)}: H.264 decoded by {why}; {clips}"
+    if hw is None and src.hwaccel == "v4l2m2m":
+        return Check("camera", False, detail, "hwaccel = \"v4l2m2m\" needs the Pi's decoder (/dev/video10, "
+                     "bcm2835-codec) and an FFmpeg with h264_v4l2m2m; set hwaccel = \"auto\" or \"off\"")
+    return Check("camera", True, detail)
 
 
 def _group_of(path: Path) -> str:

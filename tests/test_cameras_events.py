@@ -60,6 +60,7 @@ dir = "{tmp / 'events'}"
 pre_s = 1
 post_s = 1
 max_clip_s = 5
+max_width = 0
 clips = {str(clips).lower()}
 [cameras.a]
 uri = "{VTEST}"

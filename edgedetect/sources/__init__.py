@@ -11,6 +11,7 @@ from edgedetect.sources.base import Capture, Source
 from edgedetect.sources.images import IMAGE_SUFFIXES, ImageFiles
 from edgedetect.sources.mjpeg import MjpegStream
 from edgedetect.sources.picam import PiCamera, lores_size_for
+from edgedetect.sources.stream import NetworkStream
 from edgedetect.sources.video import LiveCapture, VideoFile
 
 __all__ = ["Capture", "Source", "describe_uri", "open_source"]
@@ -48,6 +49,8 @@ def make_source(cfg: SourceConfig, catalogue: Catalogue | None = None,
         src = VideoFile(cat.resolve("demo").paths["video"], pace=cfg.pace, loop=True)
         src.name = "demo"
         return src
+    if cfg.uri.startswith(("rtsp://", "rtsps://")):
+        return NetworkStream(cfg.uri, cfg.record_uri, cfg.rtsp_transport, cfg.hwaccel)
     if cfg.uri.startswith(("http://", "https://")):
         return MjpegStream(cfg.uri, cfg.width, cfg.height, cfg.fps)
     if kind in ("camera", "stream"):

@@ -1,4 +1,4 @@
-"""Sources OpenCV opens: video files, V4L2/USB cameras, RTSP/HTTP streams."""
+"""Sources OpenCV opens: video files and V4L2/USB cameras (network streams: stream.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import pwd
 import threading
 from pathlib import Path
+from typing import Any
 
 import cv2
 
@@ -17,9 +18,6 @@ from edgedetect.sources.pacing import Pacer
 
 log = logging.getLogger("edgedetect.sources")
 
-# FFmpeg's RTSP default is UDP, which loses packets on Wi-Fi and smears frames.
-os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
-_TIMEOUT_MS = 5000
 VIDEO_GROUP = "video"
 OPENCV_LOG_ERROR = 2  # cv2.setLogLevel: 0 silent, 1 fatal, 2 error, 3 warning (its default)
 
@@ -114,7 +112,9 @@ class VideoFile:
 
 
 class LiveCapture:
-    """A V4L2 camera (`0`, `/dev/video0`) or a network stream (`rtsp://`, `http://`)."""
+    """A V4L2 camera (`0`, `/dev/video0`) through OpenCV, or a network stream (an http:// camera
+    that is not MJPEG, udp://, tcp://) through PyAV (stream.NetworkStream: its H.264 is copied
+    into clips, and its reads end on interrupt())."""
 
     live = True
 
@@ -126,6 +126,7 @@ class LiveCapture:
         self._fps: float | None = None
         self._size: tuple[int, int] | None = None
         self._stopped = False
+        self._stream: Any = None  # a network stream's NetworkStream
 
     @property
     def fps(self) -> float | None:
@@ -140,31 +141,31 @@ class LiveCapture:
 
     def open(self) -> None:
         dev = self._device()
+        if dev is None:
+            from edgedetect.sources.stream import NetworkStream  # it imports this module
+
+            self._stream = NetworkStream(self.uri)
+            self._stream.open()
+            return
         quiet_opencv()
-        if dev is not None:
-            if isinstance(dev, str) and not Path(dev).exists():
-                raise SourceError(f"{dev}: camera device not found ({camera_hint()})")
-            cap = cv2.VideoCapture(dev, cv2.CAP_V4L2)
-            if cap.isOpened():
-                # USB cameras deliver far higher rates as MJPEG than as raw YUYV over USB 2.
-                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
-                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
-                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
-                cap.set(cv2.CAP_PROP_FPS, self.req_fps)
-                cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        else:
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, _TIMEOUT_MS]
-            cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG, params)
+        if isinstance(dev, str) and not Path(dev).exists():
+            raise SourceError(f"{dev}: camera device not found ({camera_hint()})")
+        cap = cv2.VideoCapture(dev, cv2.CAP_V4L2)
         if not cap.isOpened():
-            if dev is not None:
-                raise SourceError(f"{self.uri}: cannot open the camera ({camera_hint()})")
-            raise SourceError(f"{self.uri}: cannot open the stream (is the address right, and the camera on the "
-                              "network? try it in VLC or ffplay)")
+            raise SourceError(f"{self.uri}: cannot open the camera ({camera_hint()})")
+        # USB cameras deliver far higher rates as MJPEG than as raw YUYV over USB 2.
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        cap.set(cv2.CAP_PROP_FPS, self.req_fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         fps = cap.get(cv2.CAP_PROP_FPS)
         self._fps = fps if 0 < fps < 1000 else None
         self._cap = cap
 
     def read(self) -> Capture | None:
+        if self._stream is not None:
+            return self._stream.read()
         assert self._cap is not None, "open() first"
         ok, img = self._cap.read()
         if self._stopped:
@@ -181,8 +182,13 @@ class LiveCapture:
         """A read blocked in OpenCV cannot be cut short (it ends at the stream's read timeout);
         whatever it returns then is dropped."""
         self._stopped = True
+        if self._stream is not None:
+            self._stream.interrupt()
 
     def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
         if self._cap is not None:
             self._cap.release()
             self._cap = None

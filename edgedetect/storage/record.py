@@ -196,7 +196,8 @@ class Recording:
             # Review items are cut at max_clip_s; the recorder's own cap only guards against a
             # clip that never ends (an item's post-roll and the keyframe it is cut on come on top).
             hard_cap = rc.max_clip_s + rc.post_s + 2 * clips.KEYFRAME_S
-            recorder = clips.ClipRecorder(rc.pre_s, rc.post_s, hard_cap, self._clip_done, name=f"recorder {name}")
+            recorder = clips.ClipRecorder(rc.pre_s, rc.post_s, hard_cap, self._clip_done, name=f"recorder {name}",
+                                          max_width=rc.max_width)
         grouper = review.Grouper(rc.pre_s if recorder is not None else 0.0, rc.post_s if recorder is not None else 0.0,
                                  rc.max_clip_s, lambda t: "r" + make_id(t, next(self._review_numbers)))
         return _Camera(name, rc.enabled, frozenset(rc.labels), recorder, grouper)

@@ -20,6 +20,12 @@ cannot do this: its FFmpeg has no H.264 encoder, and it writes to a file, not to
 Time stamps are the frames' capture times (milliseconds), so a clip runs at the camera's rate
 whatever the inference rate, and the gaps of a dropped frame stay gaps in time.
 
+A camera that sends H.264 or H.265 of its own (an RTSP camera, the Pi's hardware encoder) gives
+its packets on its frames (Frame.packets): those go into the pre-roll as they are, with their own
+times, and none of that camera's frames is encoded here. A change of picture size (or of a copied
+stream's parameters) starts a new encoder and logs one line; the open clip goes on in the same
+file, the new parameter sets inline before the next keyframe (docs/events.md: why one file).
+
 Nothing here touches the disk until an event begins, and then only the event's own clip file.
 A clip is written under a temporary name, fsync'ed, and handed to the store, which renames it
 into place and lists it; a write error (a full disk) abandons that clip and removes the file.
@@ -41,7 +47,7 @@ import cv2
 import numpy as np
 
 from edgedetect import clock
-from edgedetect.frames import Frame
+from edgedetect.frames import EncodedPacket, Frame
 from edgedetect.pipeline.stage import StageThread
 
 log = logging.getLogger("edgedetect.storage.recorder")
@@ -72,12 +78,19 @@ def available() -> str | None:
     return None
 
 
+# What a clip's stream is set up from: (codec, width, height, extradata). Empty extradata: the
+# parameter sets are inline (Annex-B), and FFmpeg's MP4 muxer builds the avcC/hvcC box from the
+# first packet, which is a keyframe carrying them.
+Params = tuple[str, int, int, bytes]
+
+
 @dataclass(slots=True)
 class Packet:
     t: float  # capture time, clock.now()
-    pts: int  # milliseconds since the encoder started
+    pts: int  # milliseconds since the recorder's first frame
     key: bool
     data: bytes
+    params: Params
 
 
 @dataclass
@@ -95,6 +108,7 @@ class _Clip:
     packets: int = 0
     capped: bool = False  # reached max_clip_s
     handed_over: bool = False  # a newer clip takes over at the next keyframe
+    codec: str = ""
 
 
 @dataclass
@@ -108,18 +122,21 @@ class RecorderFigures:
     preroll_s: float = 0.0
     open_clips: int = 0
     encoder: str = ""
+    packets_copied: int = 0  # a camera's own packets put into the pre-roll, not encoded here
+    encoder_restarts: int = 0  # the picture's size (or a copied stream's parameters) changed
 
     def add(self, other: "RecorderFigures") -> None:
         """`other`'s counts added to these (the figures of several cameras' recorders as one)."""
         for f in ("frames_encoded", "frames_dropped", "encode_ms_total", "clips_written", "clips_failed",
-                  "preroll_bytes", "open_clips"):
+                  "preroll_bytes", "open_clips", "packets_copied", "encoder_restarts"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
 
     def as_dict(self) -> dict[str, Any]:
         return {"clips_written": self.clips_written, "clips_failed": self.clips_failed,
                 "encode_ms_mean": round(self.encode_ms_total / self.frames_encoded, 2) if self.frames_encoded else None,
                 "frames_dropped": self.frames_dropped, "preroll_kb": round(self.preroll_bytes / 1024, 1),
-                "open_clips": self.open_clips}
+                "open_clips": self.open_clips, "packets_copied": self.packets_copied,
+                "encoder_restarts": self.encoder_restarts}
 
 
 def merged_stats(recorders: list["ClipRecorder"]) -> dict[str, Any]:
@@ -138,11 +155,13 @@ class ClipRecorder(StageThread):
     """One camera's pre-roll and clips."""
 
     def __init__(self, pre_s: float, post_s: float, max_clip_s: float, on_done: Done,
-                 max_preroll_bytes: int = PREROLL_MAX_BYTES, name: str = "recorder"):
+                 max_preroll_bytes: int = PREROLL_MAX_BYTES, name: str = "recorder", max_width: int = 0):
         super().__init__(name)
         self.pre_s, self.post_s, self.max_clip_s = pre_s, post_s, max_clip_s
         self._on_done = on_done
         self._max_bytes = max_preroll_bytes
+        self._max_width = max_width  # x264 only: 0 keeps the captured size
+        self._name = name
         self._frames: queue.Queue[Frame] = queue.Queue(QUEUE_FRAMES)
         self._cmds: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._ring: deque[Packet] = deque()
@@ -151,6 +170,8 @@ class ClipRecorder(StageThread):
         self._covered_pts = -1  # the last packet written to any clip
         self._enc: Any = None
         self._size = (0, 0)
+        self._copying = False  # the camera gives packets of its own: never encode its frames
+        self._params: Params | None = None  # of the newest packet
         self._t0 = 0.0
         self._last_pts = -1
         self._last_key_t = -1e18
@@ -235,11 +256,8 @@ class ClipRecorder(StageThread):
 
         if self._enc is not None and self._size == (w, h):
             return self._enc
-        if self._enc is not None:  # the source changed size: the pre-roll is of the old size
-            for clip in list(self._clips.values()):
-                self._close(clip)
-            self._ring.clear()
-            self._ring_bytes = 0
+        if self._enc is not None:
+            self._changed(f"{self._size[0]}x{self._size[1]} to {w}x{h}; encoder restarted")
         enc = av.CodecContext.create(ENCODER, "w")
         enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
         enc.time_base = TIME_BASE
@@ -247,22 +265,78 @@ class ClipRecorder(StageThread):
         enc.thread_count = 1  # the other core belongs to inference
         enc.open()
         self._enc, self._size = enc, (w, h)
+        self._last_key_t = -1e18  # a new encoder starts on a keyframe
         return enc
 
+    def _changed(self, what: str) -> None:
+        """A size or parameter change: a new encoder (or new parameter sets) from here on, and
+        the open clips go on in the same file, its new parameter sets inline before its next
+        keyframe (decoders, FFmpeg's and the browsers', take those mid-stream)."""
+        log.info("%s: picture changed from %s; open clips go on", self._name, what)
+        with self._lock:
+            self.figures.encoder_restarts += 1
+
     def _encode(self, frame: Frame) -> None:
+        """One captured frame into the pre-roll: its own packets if the camera gave any, else its
+        pixels encoded here."""
+        if frame.packets:
+            self._copying = True
+            for p in frame.packets:
+                self._copy(p)
+            return
+        if self._copying:
+            return  # a camera that gives packets: frames between its packets carry none
+        self._encode_pixels(frame)
+
+    def _pts(self, t: float) -> int:
+        if self._t0 == 0.0:
+            self._t0 = t
+        pts = max(self._last_pts + 1, round((t - self._t0) * 1000))
+        self._last_pts = pts
+        return pts
+
+    def _copy(self, p: EncodedPacket) -> None:
+        params: Params = (p.codec, p.width, p.height, p.extradata)
+        data = p.data
+        if self._params is not None and params != self._params:
+            old = self._params
+            self._changed(f"{old[0]} {old[1]}x{old[2]} to {p.codec} {p.width}x{p.height}")
+            if old[0] != p.codec:  # one MP4 track holds one codec: the clips so far end here
+                for clip in list(self._clips.values()):
+                    self._close(clip)
+                self._ring.clear()
+                self._ring_bytes = 0
+            elif p.key and _annexb(p.extradata) and not _has_parameter_sets(data, p.codec):
+                data = p.extradata + data  # the new parameter sets inline, where decoders look for them
+        if self._params is None or params != self._params:
+            self._params = params
+        if self._t0 == 0.0 and not p.key:
+            return  # the first packet kept is a keyframe: nothing before it decodes
+        self._add(Packet(p.t, self._pts(p.t), p.key, data, params))
+        with self._lock:
+            self.figures.packets_copied += 1
+
+    def _scaled(self, img: np.ndarray) -> np.ndarray:
+        """At most max_width wide (aspect kept), both sides even for 4:2:0."""
+        h, w = img.shape[:2]
+        if self._max_width and w > self._max_width:
+            w2 = self._max_width - self._max_width % 2
+            h2 = max(2, round(h * w2 / w / 2) * 2)
+            # Bilinear below a halving: 0.3 ms for 768x576 -> 640x480 where INTER_AREA takes 1.5 ms
+            # (measured here), and it does not alias until a pixel skips its neighbour.
+            interp = cv2.INTER_AREA if w >= 2 * w2 else cv2.INTER_LINEAR
+            return cv2.resize(img, (w2, h2), interpolation=interp)
+        w2, h2 = w - w % 2, h - h % 2
+        return img if (w2, h2) == (w, h) else img[:h2, :w2]
+
+    def _encode_pixels(self, frame: Frame) -> None:
         import av
 
         t_start = clock.now()
-        img = frame.image
-        h, w = img.shape[:2]
-        w2, h2 = w - w % 2, h - h % 2  # 4:2:0 needs even sizes
-        if (w2, h2) != (w, h):
-            img = img[:h2, :w2]
+        img = self._scaled(frame.image)
+        h2, w2 = img.shape[:2]
         enc = self._encoder(w2, h2)
-        if self._t0 == 0.0:
-            self._t0 = frame.t_capture
-        pts = max(self._last_pts + 1, round((frame.t_capture - self._t0) * 1000))
-        self._last_pts = pts
+        pts = self._pts(frame.t_capture)
         yuv = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2YUV_I420)
         vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         vf.pts = pts
@@ -270,9 +344,10 @@ class ClipRecorder(StageThread):
         if frame.t_capture - self._last_key_t >= KEYFRAME_S:
             vf.pict_type = av.video.frame.PictureType.I
             self._last_key_t = frame.t_capture
+        params: Params = ("h264", w2, h2, b"")
         for p in enc.encode(vf):
             t = self._t0 + p.pts / 1000
-            self._add(Packet(t, int(p.pts), bool(p.is_keyframe), bytes(p)))
+            self._add(Packet(t, int(p.pts), bool(p.is_keyframe), bytes(p), params))
         with self._lock:
             self.figures.frames_encoded += 1
             self.figures.encode_ms_total += (clock.now() - t_start) * 1000
@@ -307,13 +382,8 @@ class ClipRecorder(StageThread):
             self.figures.preroll_s = (ring[-1].t - ring[0].t) if ring else 0.0
 
     def _open(self, clip: _Clip) -> None:
-        if self._enc is None:
-            return  # no frame yet: the clip opens with the first keyframe (see _write)
-        self._open_empty(clip)
-        if clip.out is None:
-            return
-        # The pre-roll: from the newest keyframe at or before start - pre_s (or the oldest one),
-        # after what an earlier clip holds.
+        """The pre-roll: from the newest keyframe at or before start - pre_s (or the oldest one),
+        after what an earlier clip holds. The file is made with its first packet (see _write)."""
         want = clip.start_t - self.pre_s
         keys = [i for i, p in enumerate(self._ring) if p.key and p.pts > self._covered_pts]
         if not keys:
@@ -329,18 +399,21 @@ class ClipRecorder(StageThread):
     def _write(self, clip: _Clip, p: Packet) -> bool:
         import av
 
-        if clip.out is None:
-            if self._enc is None or not p.key:
-                return True
-            self._open_empty(clip)
-            if clip.out is None:
-                return False
         if clip.capped or p.pts <= clip.last_pts or (clip.first_pts is None and p.pts <= self._covered_pts):
             return True
         if clip.first_pts is None:
             if not p.key:
                 return True  # a clip starts on a keyframe
+            self._open_empty(clip, p.params)
+            if clip.out is None:
+                return False
             clip.first_pts, clip.first_t = p.pts, p.t
+            codec, extradata = p.params[0], p.params[3]
+            if _annexb(extradata) and not _has_parameter_sets(p.data, codec):
+                # FFmpeg's MP4 muxer builds the avcC/hvcC box from the first packet when the
+                # stream has no extradata (a mux stream in PyAV has no way to set it): so the
+                # parameter sets an RTSP camera sent in its SDP go in front of the first keyframe.
+                p = dataclasses.replace(p, data=extradata + p.data)
         if p.t - clip.first_t > self.max_clip_s:
             clip.capped = True
             return True
@@ -361,14 +434,15 @@ class ClipRecorder(StageThread):
         self._covered_pts = max(self._covered_pts, p.pts)
         return True
 
-    def _open_empty(self, clip: _Clip) -> None:
+    def _open_empty(self, clip: _Clip, params: Params) -> None:
         import av
 
+        codec, w, h, _ = params
         try:
             clip.path.parent.mkdir(parents=True, exist_ok=True)
             clip.out = av.open(str(clip.path), "w", format="mp4")
-            w, h = self._size
-            clip.stream = clip.out.add_mux_stream("h264", width=w, height=h)
+            clip.stream = clip.out.add_mux_stream(codec, width=w, height=h)
+            clip.codec = codec
             clip.stream.time_base = TIME_BASE
         except Exception as e:  # noqa: BLE001
             self._fail(clip, e)
@@ -396,6 +470,8 @@ class ClipRecorder(StageThread):
             clip.out.close()
             if clip.packets == 0:
                 raise RuntimeError("no video in the clip")
+            if clip.codec == "hevc":
+                _tag_hvc1(clip.path)
             from edgedetect.system.files import fsync_file
 
             fsync_file(clip.path)
@@ -435,3 +511,48 @@ class ClipRecorder(StageThread):
             self._on_done(clip_id, path, t0, t1, e)
         except Exception:  # noqa: BLE001
             log.exception("recorder: clip %s not handed over", clip_id)
+
+
+_CONTAINERS = (b"moov", b"trak", b"mdia", b"minf", b"stbl")
+
+
+def _tag_hvc1(path: Path) -> None:
+    """HEVC's sample entry renamed from FFmpeg's default `hev1` to `hvc1`, the tag Safari and the
+    browsers that play HEVC in MP4 look for (FFmpeg's `-tag:v hvc1`; PyAV's mux streams cannot set
+    a tag). Both entries have the same layout; only the four bytes of its type change."""
+    with open(path, "r+b") as f:
+        end = f.seek(0, 2)
+        start = 0
+        while start + 8 <= end:
+            f.seek(start)
+            head = f.read(16)
+            size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if size == 1:
+                size = int.from_bytes(head[8:16], "big")
+            elif size == 0:
+                size = end - start
+            if size < 8:
+                return
+            if kind in _CONTAINERS:
+                end, start = start + size, start + 8  # into the box
+            elif kind == b"stsd":
+                f.seek(start + 16 + 4)  # header, version/flags, entry count, first entry's size
+                if f.read(4) == b"hev1":
+                    f.seek(start + 20)
+                    f.write(b"hvc1")
+                return
+            else:
+                start += size
+
+
+def _annexb(extradata: bytes) -> bool:
+    """Parameter sets as start-code-prefixed NAL units (as RTSP's SDP gives them), not avcC/hvcC."""
+    return extradata[:3] == b"\0\0\1" or extradata[:4] == b"\0\0\0\1"
+
+
+def _has_parameter_sets(data: bytes, codec: str) -> bool:
+    """Whether an Annex-B packet carries its SPS (H.264 NAL type 7, HEVC 33) inline."""
+    for nal in data.split(b"\0\0\1")[1:]:
+        if nal and ((codec == "h264" and nal[0] & 0x1F == 7) or (codec == "hevc" and (nal[0] >> 1) & 0x3F == 33)):
+            return True
+    return False
