@@ -78,7 +78,8 @@ class Daemon:
     def _source_maker(self, cam_cfg: Config) -> Callable[[], Source]:
         model = self.model
         assert model is not None
-        return lambda: make_source(cam_cfg.source, self.catalogue, model.input_size, model.keeps_aspect)
+        record = cam_cfg.record.enabled and cam_cfg.record.clips
+        return lambda: make_source(cam_cfg.source, self.catalogue, model.input_size, model.keeps_aspect, record)
 
     def _camera_specs(self) -> list[CameraSpec]:
         """Every enabled camera, its source opened (a missing file or camera fails fast; later

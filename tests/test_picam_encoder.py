@@ -16,15 +16,18 @@ from pathlib import Path
 import av
 import pytest
 
-from edgedetect import clock
+from edgedetect import clock, config
+from edgedetect.daemon import Daemon
 from edgedetect.frames import EncodedPacket, Frame
 from edgedetect.pipeline.capture import CaptureThread
 from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.pipeline.stats import CameraStats
 from edgedetect.sources.picam import PiCamera
+from edgedetect.storage.recorder import ClipRecorder
 from fake_picamera2 import Rig, modules
 
 FPS = 30.0
+SHIPPED = Path(__file__).resolve().parent.parent / "deploy/edgedetect.toml"
 SIZE = (320, 240)
 NAL_IDR, NAL_SPS, NAL_PPS = 5, 7, 8
 
@@ -234,13 +237,36 @@ def test_an_encoder_that_cannot_start_leaves_the_camera_detecting(rig, monkeypat
     assert "clips will be encoded in software" in lines[0]
 
 
-def test_the_shipped_config_records_the_pi_camera_with_the_hardware_encoder(rig):
-    from edgedetect import config
+def annexb_nals(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex B packet, without their start codes (3 or 4 bytes)."""
+    # a NAL unit ends in its stop bit, so zero bytes before a start code belong to the next start code
+    return [nal for nal in (part.rstrip(b"\x00") for part in data.split(b"\x00\x00\x01")) if nal]
 
-    cfg = config.load(Path(__file__).resolve().parent.parent / "deploy/edgedetect.toml")
-    assert cfg.source.uri == "picam" and cfg.record.enabled and cfg.record.clips
-    src = PiCamera(*SIZE, cfg.source.fps, lores=None, camera_factory=rig.factory, record=True,
-                   record_mbps=cfg.source.record_mbps)
+
+def length_prefixed_nals(data: bytes) -> list[bytes]:
+    """The NAL units of an MP4 sample (each after a 4-byte big-endian length)."""
+    out, pos = [], 0
+    while pos + 4 <= len(data):
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        out.append(data[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+def daemon_source(path: Path, **overrides) -> PiCamera:
+    """The source the daemon makes for the first camera of the config at `path` (its model loaded,
+    as at start-up), not opened."""
+    cfg = config.load(path, {"source.width": SIZE[0], "source.height": SIZE[1], **overrides})
+    daemon = Daemon(cfg)
+    daemon.model, _ = daemon.load_model()
+    ((_, cam_cfg),) = config.camera_configs(cfg)
+    src = daemon._source_maker(cam_cfg)()
+    assert isinstance(src, PiCamera)
+    return src
+
+
+def test_the_shipped_config_records_the_pi_camera_with_the_hardware_encoder(rig):
+    src = daemon_source(SHIPPED, **{"record.dir": "/nonexistent"})  # the store is not opened here
     src.open()
     try:
         assert any(src.read().packets for _ in range(10))  # the encoder's first packet a frame or so behind
@@ -248,3 +274,59 @@ def test_the_shipped_config_records_the_pi_camera_with_the_hardware_encoder(rig)
         src.close()
     (encoder,) = rig.encoders
     assert (encoder.bitrate, encoder.iperiod, encoder.repeat) == (3_000_000, 30, True)
+
+
+@pytest.mark.parametrize("record", ["record.enabled", "record.clips"])
+def test_no_encoder_runs_when_clips_are_not_kept(rig, record):
+    src = daemon_source(SHIPPED, **{record: False})
+    src.open()
+    try:
+        assert not any(src.read().packets for _ in range(10))
+    finally:
+        src.close()
+    assert rig.encoders == []
+
+
+def test_a_configured_pi_camera_gives_clips_of_its_encoders_packets(rig, tmp_path):
+    """The daemon's source for `uri = "picam"` with [record] on, read as the capture thread reads
+    it and fed to the recorder as the pipeline feeds it: the clip is the encoder's packets copied,
+    nothing encoded in the recorder, and it plays from its first frame."""
+    cfg = tmp_path / "edgedetect.toml"
+    cfg.write_text(f'[source]\nuri = "picam"\nfps = {FPS}\nrecord_mbps = 2.0\n'
+                   f'[record]\nenabled = true\ndir = "{tmp_path / "events"}"\n')
+    src = daemon_source(cfg)
+    done = []
+    rec = ClipRecorder(1.0, 1.0, 60.0, lambda *a: done.append(a))
+    sent: set[bytes] = set()
+    src.open()
+    try:
+        for i in range(120):
+            cap = src.read()
+            t = clock.now()
+            sent |= {n for p in cap.packets for n in annexb_nals(p.data)}
+            if i == 45:
+                rec.begin("c1", t, tmp_path / "c1.mp4")
+            if i == 75:
+                rec.end("c1", t)
+            rec._commands()
+            rec._encode(Frame(i, t, cap.image, packets=cap.packets))
+    finally:
+        src.close()
+    rec._finish_due(clock.now() + 10)
+    assert len(done) == 1 and done[0][4] is None, done
+    f = rec.current()
+    # the frame or two before the encoder's first packet were encoded here, then dropped for its packets
+    assert f.frames_encoded <= 3 and f.packets_copied >= 60
+    (encoder,) = rig.encoders
+    assert encoder.bitrate == 2_000_000
+    with av.open(str(tmp_path / "c1.mp4")) as clip:
+        stream = clip.streams.video[0]
+        assert (stream.codec_context.name, stream.width, stream.height) == ("h264", *SIZE)
+        stored = [n for pkt in clip.demux(stream) if pkt.size for n in length_prefixed_nals(bytes(pkt))]
+        clip.seek(0)
+        keys = [fr.key_frame for fr in clip.decode(video=0)]
+    print(f"\nclip: {len(stored)} NAL units, {len(keys)} frames decoded; recorder: {f.packets_copied} packets "
+          f"copied, {f.frames_encoded} frames encoded before the camera's first packet")
+    assert stored and all(n in sent for n in stored), "a NAL unit in the clip that the camera's encoder never made"
+    # from the keyframe at or before 1 s ahead of the start (one a second) to 1 s after the end: 2-4 s at 30 fps
+    assert keys[0] and 60 <= len(keys) <= 120

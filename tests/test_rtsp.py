@@ -144,6 +144,20 @@ def test_record_uri_packets_come_from_the_main_stream(media: dict[str, Path]) ->
     assert ts == sorted(ts) and 0.05 < (ts[-1] - ts[0]) / (len(ts) - 1) < 0.15  # the camera's 10 fps
 
 
+def test_without_clips_the_main_stream_is_never_opened_and_no_packets_ride(media: dict[str, Path]) -> None:
+    """A camera whose clips are off ([record] enabled or clips false) reads its substream only."""
+    with RtspCamera({"/main": media["main"], "/sub": media["sub"]}) as cam:
+        src = NetworkStream(cam.url("/sub"), cam.url("/main"), record=False)
+        src.open()
+        try:
+            caps = [c for _, c in read_for(src, 1.5)]
+            readers = [r.name for r in src._readers]
+        finally:
+            src.close()
+    assert len(caps) >= 5 and {c.image.shape for c in caps} == {(288, 384, 3)}
+    assert not any(c.packets for c in caps) and len(readers) == 1 and src._record is None
+
+
 @pytest.mark.slow
 def test_interrupt_ends_a_read_from_a_silent_camera_and_a_stall_is_one_error(media: dict[str, Path]) -> None:
     """SIGSTOP freezes the server: the connection stays open and sends nothing."""

@@ -35,22 +35,25 @@ def describe_uri(uri: str) -> str:
 
 
 def make_source(cfg: SourceConfig, catalogue: Catalogue | None = None,
-                model_size: tuple[int, int] | None = None, keep_aspect: bool = False) -> Source:
+                model_size: tuple[int, int] | None = None, keep_aspect: bool = False,
+                record: bool = False) -> Source:
     """Build (not open) the source a config names. A camera that can scale in hardware makes a
-    second, smaller image for a model of `model_size` (its aspect kept for letterboxing models)."""
+    second, smaller image for a model of `model_size` (its aspect kept for letterboxing models).
+    With `record`, a camera that gives H.264 of its own (the Pi camera's hardware encoder, an RTSP
+    camera's stream) hands its packets on with each frame, for clips copied rather than encoded."""
     if not cfg.uri.strip():  # Path("") is the current directory: never play that by accident
         raise SourceError(f"source: empty (expected {EXPECTED})")
     kind = describe_uri(cfg.uri)
     if kind == "picam":
         lores = lores_size_for(model_size, (cfg.width, cfg.height) if keep_aspect else None) if model_size else None
-        return PiCamera(cfg.width, cfg.height, cfg.fps, lores)
+        return PiCamera(cfg.width, cfg.height, cfg.fps, lores, record=record, record_mbps=cfg.record_mbps)
     if kind == "demo":
         cat = catalogue or Catalogue.load()
         src = VideoFile(cat.resolve("demo").paths["video"], pace=cfg.pace, loop=True)
         src.name = "demo"
         return src
     if cfg.uri.startswith(("rtsp://", "rtsps://")):
-        return NetworkStream(cfg.uri, cfg.record_uri, cfg.rtsp_transport, cfg.hwaccel)
+        return NetworkStream(cfg.uri, cfg.record_uri, cfg.rtsp_transport, cfg.hwaccel, record=record)
     if cfg.uri.startswith(("http://", "https://")):
         return MjpegStream(cfg.uri, cfg.width, cfg.height, cfg.fps)
     if kind in ("camera", "stream"):

@@ -201,8 +201,10 @@ class NetworkStream:
 
     live = True
 
-    def __init__(self, uri: str, record_uri: str = "", transport: str = "tcp", hwaccel: str = "off"):
+    def __init__(self, uri: str, record_uri: str = "", transport: str = "tcp", hwaccel: str = "off",
+                 record: bool = True):
         self.uri, self.record_uri = uri, record_uri
+        self.record = record  # False: no packets handed on, and record_uri never opened
         self.name = redact(uri)
         self.transport, self.hwaccel = transport, hwaccel
         self.corrupt = 0  # packets the decoder refused (a packet lost on the way)
@@ -233,7 +235,7 @@ class NetworkStream:
         self._stop.clear()
         self._detect = _Reader(self.uri, self._options(), True, self.hwaccel, self)
         self._readers = [self._detect]
-        if self.record_uri and self.record_uri != self.uri:
+        if self.record and self.record_uri and self.record_uri != self.uri:
             self._record = _Reader(self.record_uri, self._options(), False, "off", self)
             self._readers.append(self._record)
         for r in self._readers:
@@ -254,7 +256,7 @@ class NetworkStream:
             raise SourceError(why)
 
     def wants_packets(self, reader: _Reader) -> bool:
-        return reader is (self._record or self._detect)
+        return self.record and reader is (self._record or self._detect)
 
     def _hand_over(self, reader: _Reader, packets: list[EncodedPacket], images: list[np.ndarray]) -> None:
         with self._cond:

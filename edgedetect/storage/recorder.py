@@ -280,13 +280,24 @@ class ClipRecorder(StageThread):
         """One captured frame into the pre-roll: its own packets if the camera gave any, else its
         pixels encoded here."""
         if frame.packets:
-            self._copying = True
+            if not self._copying:
+                self._start_copying()
             for p in frame.packets:
                 self._copy(p)
             return
         if self._copying:
             return  # a camera that gives packets: frames between its packets carry none
         self._encode_pixels(frame)
+
+    def _start_copying(self) -> None:
+        """The camera's own encoder starts a frame or two after its first picture (the Pi's, an
+        RTSP camera's record stream): what was encoded here until then leaves the pre-roll with
+        the encoder, so that no clip mixes the two streams."""
+        self._copying = True
+        if self._enc is not None:
+            self._enc = None
+            self._ring.clear()  # all of it encoded here: nothing was copied before this
+            self._ring_bytes = 0
 
     def _pts(self, t: float) -> int:
         if self._t0 == 0.0:
