@@ -1,4 +1,5 @@
-"""What the event-store tests share: a real small file system, and a daemon config with [record]."""
+"""What the event-store tests share: a real small file system, a daemon config with [record], and a
+recorder fed captures by hand."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import cv2
 import pytest
 
 from conftest import VTEST
+from edgedetect import clock
+from edgedetect.frames import Frame
+from edgedetect.sources.base import Capture
+from edgedetect.storage.recorder import ClipRecorder, RecorderFigures
 
 
 @contextlib.contextmanager
@@ -127,3 +132,21 @@ def vtest_part(out: Path, frames: int, size: tuple[int, int] | None = None) -> P
     writer.release()
     src.release()
     return out
+
+
+def record_one_clip(captures: list[tuple[float, Capture]], begin_at: int, end_at: int, path: Path) -> RecorderFigures:
+    """`captures` ((clock.now() after the read, the capture)) fed to a recorder (1 s of pre-roll and
+    of post-roll) as the pipeline feeds it, with an event from the capture at `begin_at` to the one at
+    `end_at`; the clip is written to `path`. Returns the recorder's figures."""
+    done: list[tuple] = []
+    rec = ClipRecorder(1.0, 1.0, 60.0, lambda *a: done.append(a))
+    for i, (t, cap) in enumerate(captures):
+        if i == begin_at:
+            rec.begin("c1", t, path)
+        if i == end_at:
+            rec.end("c1", t)
+        rec._commands()
+        rec._encode(Frame(i, t, cap.image, packets=cap.packets))
+    rec._finish_due(clock.now() + 10)
+    assert len(done) == 1 and done[0][4] is None, done
+    return rec.current()

@@ -23,8 +23,9 @@ from edgedetect.pipeline.capture import CaptureThread
 from edgedetect.pipeline.slot import LatestSlot
 from edgedetect.pipeline.stats import CameraStats
 from edgedetect.sources.picam import PiCamera
-from edgedetect.storage.recorder import ClipRecorder
 from fake_picamera2 import Rig, modules
+from nalunits import nal_units
+from recordkit import record_one_clip
 
 FPS = 30.0
 SHIPPED = Path(__file__).resolve().parent.parent / "deploy/edgedetect.toml"
@@ -237,22 +238,6 @@ def test_an_encoder_that_cannot_start_leaves_the_camera_detecting(rig, monkeypat
     assert "clips will be encoded in software" in lines[0]
 
 
-def annexb_nals(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex B packet, without their start codes (3 or 4 bytes)."""
-    # a NAL unit ends in its stop bit, so zero bytes before a start code belong to the next start code
-    return [nal for nal in (part.rstrip(b"\x00") for part in data.split(b"\x00\x00\x01")) if nal]
-
-
-def length_prefixed_nals(data: bytes) -> list[bytes]:
-    """The NAL units of an MP4 sample (each after a 4-byte big-endian length)."""
-    out, pos = [], 0
-    while pos + 4 <= len(data):
-        n = int.from_bytes(data[pos:pos + 4], "big")
-        out.append(data[pos + 4:pos + 4 + n])
-        pos += 4 + n
-    return out
-
-
 def daemon_source(path: Path, **overrides) -> PiCamera:
     """The source the daemon makes for the first camera of the config at `path` (its model loaded,
     as at start-up), not opened."""
@@ -295,26 +280,13 @@ def test_a_configured_pi_camera_gives_clips_of_its_encoders_packets(rig, tmp_pat
     cfg.write_text(f'[source]\nuri = "picam"\nfps = {FPS}\nrecord_mbps = 2.0\n'
                    f'[record]\nenabled = true\ndir = "{tmp_path / "events"}"\n')
     src = daemon_source(cfg)
-    done = []
-    rec = ClipRecorder(1.0, 1.0, 60.0, lambda *a: done.append(a))
-    sent: set[bytes] = set()
     src.open()
     try:
-        for i in range(120):
-            cap = src.read()
-            t = clock.now()
-            sent |= {n for p in cap.packets for n in annexb_nals(p.data)}
-            if i == 45:
-                rec.begin("c1", t, tmp_path / "c1.mp4")
-            if i == 75:
-                rec.end("c1", t)
-            rec._commands()
-            rec._encode(Frame(i, t, cap.image, packets=cap.packets))
+        captures = [(clock.now(), cap) for cap in (src.read() for _ in range(120))]
     finally:
         src.close()
-    rec._finish_due(clock.now() + 10)
-    assert len(done) == 1 and done[0][4] is None, done
-    f = rec.current()
+    f = record_one_clip(captures, 45, 75, tmp_path / "c1.mp4")
+    sent = {n for _, cap in captures for p in cap.packets for n in nal_units(p.data, annexb=True)}
     # the frame or two before the encoder's first packet were encoded here, then dropped for its packets
     assert f.frames_encoded <= 3 and f.packets_copied >= 60
     (encoder,) = rig.encoders
@@ -322,7 +294,7 @@ def test_a_configured_pi_camera_gives_clips_of_its_encoders_packets(rig, tmp_pat
     with av.open(str(tmp_path / "c1.mp4")) as clip:
         stream = clip.streams.video[0]
         assert (stream.codec_context.name, stream.width, stream.height) == ("h264", *SIZE)
-        stored = [n for pkt in clip.demux(stream) if pkt.size for n in length_prefixed_nals(bytes(pkt))]
+        stored = [n for pkt in clip.demux(stream) if pkt.size for n in nal_units(bytes(pkt))]
         clip.seek(0)
         keys = [fr.key_frame for fr in clip.decode(video=0)]
     print(f"\nclip: {len(stored)} NAL units, {len(keys)} frames decoded; recorder: {f.packets_copied} packets "

@@ -33,19 +33,8 @@ from edgedetect.frames import Frame
 from edgedetect.sources.mjpeg import MjpegStream
 from edgedetect.sources.stream import NetworkStream
 from edgedetect.storage.recorder import ClipRecorder
-
-
-def nal_units(data: bytes, annexb: bool = False) -> list[bytes]:
-    """The NAL units of an Annex-B (RTSP, the Pi's encoder) or a 4-byte-length-prefixed (MP4)
-    packet: the same picture differs only in these framings."""
-    if annexb:
-        return [n.rstrip(b"\0") for n in data.replace(b"\0\0\0\1", b"\0\0\1").split(b"\0\0\1") if n]
-    out, i = [], 0
-    while i + 4 <= len(data):
-        n = int.from_bytes(data[i:i + 4], "big")
-        out.append(data[i + 4:i + 4 + n])
-        i += 4 + n
-    return out
+from nalunits import nal_units
+from recordkit import record_one_clip
 
 
 def mp4_nals(path: Path) -> tuple[list[list[bytes]], set[bytes], tuple[int, int], int]:
@@ -100,26 +89,16 @@ def assert_copied(clip: Path, source: Path) -> tuple[int, int]:
 @pytest.mark.slow
 def test_rtsp_packets_copied_into_a_clip(media: dict[str, Path], tmp_path: Path) -> None:
     """One stream serves both: frames decoded for detection, its packets copied into the clip."""
-    done = []
-    rec = ClipRecorder(1.0, 1.0, 60.0, lambda *a: done.append(a))
     with RtspCamera({"/cam": media["main"]}) as cam:
         src = NetworkStream(cam.url("/cam"))
         src.open()
         try:
-            for i, (t, cap) in enumerate(read_for(src, 5.0)):
-                if i == 25:
-                    rec.begin("c1", t, tmp_path / "c1.mp4")
-                if i == 35:
-                    rec.end("c1", t)
-                rec._commands()
-                rec._encode(Frame(i, t, cap.image, packets=cap.packets))
-                assert cap.image.shape == (576, 768, 3)
+            captures = read_for(src, 5.0)
         finally:
             src.close()
-    rec._finish_due(clock.now() + 10)
-    assert len(done) == 1 and done[0][4] is None, done
+    assert {cap.image.shape for _, cap in captures} == {(576, 768, 3)}
+    f = record_one_clip(captures, 25, 35, tmp_path / "c1.mp4")
     packets, decoded = assert_copied(tmp_path / "c1.mp4", media["main"])
-    f = rec.current()
     print(f"\nclip: {packets} packets copied, {decoded} decoded; recorder: {f.frames_encoded} frames encoded, "
           f"{f.packets_copied} packets copied")
     assert f.frames_encoded == 0 and f.packets_copied >= 40
