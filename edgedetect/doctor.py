@@ -253,7 +253,7 @@ def check_camera(cfg: Any, env: Env) -> Check:
 def check_rtsp_decoder(src: Any, env: Env) -> Check:
     """Which decoder an RTSP camera's H.264 gets (the camera is not contacted: its codec is
     assumed H.264, the common case), and what its packets are used for."""
-    from edgedetect.sources.mjpeg import redact
+    from edgedetect.sources.base import redact
     from edgedetect.sources.stream import decoder_choice
 
     hw, why = decoder_choice("h264", src.hwaccel, str(env.dev_root / "video10"))

@@ -13,7 +13,9 @@ from edgedetect.config import SourceConfig
 from edgedetect.errors import SourceError
 from edgedetect.sources import describe_uri, make_source, open_source
 from edgedetect.sources.images import ImageFiles
+from edgedetect.sources.mjpeg import MjpegStream
 from edgedetect.sources.picam import PiCamera, lores_size_for
+from edgedetect.sources.stream import NetworkStream
 from edgedetect.sources.video import LiveCapture, VideoFile
 
 
@@ -24,6 +26,18 @@ def test_describe_uri(tmp_path):
     assert describe_uri("rtsp://cam/stream") == "stream" and describe_uri("http://x/mjpg") == "stream"
     assert describe_uri(str(tmp_path)) == "images" and describe_uri("a.JPG") == "images"
     assert describe_uri(str(VTEST)) == "video"
+
+
+@pytest.mark.parametrize("uri, kind", [
+    ("rtsp://cam/main", NetworkStream), ("udp://127.0.0.1:5000", NetworkStream), ("tcp://cam:8554", NetworkStream),
+    ("http://cam/video", MjpegStream), ("0", LiveCapture), ("/dev/video0", LiveCapture)])
+@pytest.mark.parametrize("record", [False, True])
+def test_each_camera_uri_gets_its_reader_and_the_record_choice(uri, kind, record):
+    """Built, not opened: which class reads a camera URI, and whether it hands its packets on."""
+    src = make_source(SourceConfig(uri=uri), record=record)
+    assert type(src) is kind
+    if kind is not LiveCapture:  # a V4L2 camera gives no compressed video of its own
+        assert src.record is record
 
 
 def test_video_unpaced_reads_all_frames_fast():

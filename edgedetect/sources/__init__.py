@@ -52,11 +52,11 @@ def make_source(cfg: SourceConfig, catalogue: Catalogue | None = None,
         src = VideoFile(cat.resolve("demo").paths["video"], pace=cfg.pace, loop=True)
         src.name = "demo"
         return src
-    if cfg.uri.startswith(("rtsp://", "rtsps://")):
-        return NetworkStream(cfg.uri, cfg.record_uri, cfg.rtsp_transport, cfg.hwaccel, record=record)
     if cfg.uri.startswith(("http://", "https://")):
-        return MjpegStream(cfg.uri, cfg.width, cfg.height, cfg.fps)
-    if kind in ("camera", "stream"):
+        return MjpegStream(cfg.uri, record=record)  # anything but MJPEG goes on to NetworkStream
+    if kind == "stream":
+        return NetworkStream(cfg.uri, cfg.record_uri, cfg.rtsp_transport, cfg.hwaccel, record=record)
+    if kind == "camera":
         return LiveCapture(cfg.uri, cfg.width, cfg.height, cfg.fps)
     if kind == "images":
         return ImageFiles(cfg.uri, pace=cfg.pace, loop=cfg.loop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -41,3 +42,12 @@ class Source(Protocol):
     def fps(self) -> float | None:
         """Nominal frame rate, when the source knows it."""
         ...
+
+
+def redact(url: str) -> str:
+    """The URL with its password, if any, replaced by ***: how a source names itself in logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -17,7 +17,8 @@ its own with `decode.decode`, so:
   byte received is examined a bounded number of times whatever the camera sends (`scanned`).
 
 A server that answers with anything other than 200 and a multipart body (HLS, MP4 over HTTP,
-a redirect, digest authentication) is handed to FFmpeg as before (video.LiveCapture).
+a redirect, digest authentication) is handed to FFmpeg (stream.NetworkStream, which copies its
+H.264 into clips).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ import numpy as np
 
 from edgedetect import clock
 from edgedetect.errors import SourceError
-from edgedetect.sources.base import Capture
+from edgedetect.sources.base import Capture, redact
 from edgedetect.sources.decode import BadImage, decode, jpeg_segments
-from edgedetect.sources.video import LiveCapture
+from edgedetect.sources.stream import NetworkStream
 
 log = logging.getLogger("edgedetect.sources")
 
@@ -52,24 +53,15 @@ class NotMultipart(Exception):
     """The server answered, but not with an MJPEG stream."""
 
 
-def redact(url: str) -> str:
-    """The URL with its password, if any, replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 class MjpegStream:
     """An http:// or https:// camera stream; MJPEG read here, anything else by FFmpeg."""
 
     live = True
 
-    def __init__(self, url: str, width: int = 1280, height: int = 720, fps: float = 30.0,
-                 timeout: float = TIMEOUT_S, max_side: int = STREAM_MAX_SIDE,
-                 ssl_context: ssl.SSLContext | None = None):
+    def __init__(self, url: str, timeout: float = TIMEOUT_S, max_side: int = STREAM_MAX_SIDE,
+                 ssl_context: ssl.SSLContext | None = None, record: bool = True):
         self.uri = url
+        self.record = record  # a stream handed to FFmpeg: its packets ride on the frames, for clips
         self.ssl_context = ssl_context  # https: None verifies against the system's CAs
         self.name = redact(url)
         self.timeout = timeout
@@ -77,8 +69,7 @@ class MjpegStream:
         self.frames_corrupt = 0
         self.scanned = 0  # bytes examined in looking for the ends of headers and parts
         self.on_corrupt: object = None  # set by the capture thread: called once per skipped part
-        self._ffmpeg_args = (width, height, fps)
-        self._ffmpeg: LiveCapture | None = None
+        self._ffmpeg: NetworkStream | None = None
         self._sock: socket.socket | None = None
         self._buf = bytearray()
         self._delim = b""
@@ -105,7 +96,7 @@ class MjpegStream:
         except NotMultipart as e:
             log.log(logging.WARNING if e.args[0].startswith("TLS") else logging.INFO,
                     "%s: %s; reading it with FFmpeg", redact(self.uri), e)
-            self._ffmpeg = LiveCapture(self.uri, *self._ffmpeg_args)
+            self._ffmpeg = NetworkStream(self.uri, record=self.record)
             self._ffmpeg.open()
             return
         except _Interrupted:

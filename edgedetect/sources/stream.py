@@ -32,8 +32,7 @@ import numpy as np
 from edgedetect import clock
 from edgedetect.errors import SourceError
 from edgedetect.frames import EncodedPacket
-from edgedetect.sources.base import Capture
-from edgedetect.sources.mjpeg import redact
+from edgedetect.sources.base import Capture, redact
 
 log = logging.getLogger("edgedetect.sources")
 

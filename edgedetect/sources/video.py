@@ -8,7 +8,6 @@ import os
 import pwd
 import threading
 from pathlib import Path
-from typing import Any
 
 import cv2
 
@@ -112,9 +111,7 @@ class VideoFile:
 
 
 class LiveCapture:
-    """A V4L2 camera (`0`, `/dev/video0`) through OpenCV, or a network stream (an http:// camera
-    that is not MJPEG, udp://, tcp://) through PyAV (stream.NetworkStream: its H.264 is copied
-    into clips, and its reads end on interrupt())."""
+    """A V4L2 camera (`0`, `/dev/video0`) through OpenCV."""
 
     live = True
 
@@ -126,27 +123,13 @@ class LiveCapture:
         self._fps: float | None = None
         self._size: tuple[int, int] | None = None
         self._stopped = False
-        self._stream: Any = None  # a network stream's NetworkStream
 
     @property
     def fps(self) -> float | None:
         return self._fps
 
-    def _device(self) -> int | str | None:
-        if self.uri.isdigit():
-            return int(self.uri)
-        if self.uri.startswith("/dev/video"):
-            return self.uri
-        return None
-
     def open(self) -> None:
-        dev = self._device()
-        if dev is None:
-            from edgedetect.sources.stream import NetworkStream  # it imports this module
-
-            self._stream = NetworkStream(self.uri)
-            self._stream.open()
-            return
+        dev = int(self.uri) if self.uri.isdigit() else self.uri
         quiet_opencv()
         if isinstance(dev, str) and not Path(dev).exists():
             raise SourceError(f"{dev}: camera device not found ({camera_hint()})")
@@ -164,8 +147,6 @@ class LiveCapture:
         self._cap = cap
 
     def read(self) -> Capture | None:
-        if self._stream is not None:
-            return self._stream.read()
         assert self._cap is not None, "open() first"
         ok, img = self._cap.read()
         if self._stopped:
@@ -182,13 +163,8 @@ class LiveCapture:
         """A read blocked in OpenCV cannot be cut short (it ends at the stream's read timeout);
         whatever it returns then is dropped."""
         self._stopped = True
-        if self._stream is not None:
-            self._stream.interrupt()
 
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
         if self._cap is not None:
             self._cap.release()
             self._cap = None
