@@ -458,11 +458,11 @@ def _cost(cfg: Path, window: float = 10.0) -> tuple[float, dict]:
 def test_cost_of_copying_packets_against_encoding_them(media: dict[str, Path], tmp_path: Path) -> None:
     """The same H.264 video at 10 fps, the same detection and [record]: from the RTSP camera with
     its packets copied into clips, and as a file whose frames the recorder encodes with x264 (at
-    the 640 px cap and at its full 768x576). Process CPU % of each daemon."""
+    the 640 px cap). Process CPU % of each daemon. (x264 at the full 768x576 costs what the cap
+    does at this size: test_max_width_caps_encoded_clips measures the cap on the encoder alone.)"""
     runs = {}
     with RtspCamera({"/cam": media["main"]}) as cam:
-        for name, source, extra in (("copy", cam.url("/cam"), ""), ("x264 640", str(media["main"]), ""),
-                                    ("x264 768", str(media["main"]), "max_width = 0")):
+        for name, source, extra in (("copy", cam.url("/cam"), ""), ("x264 640", str(media["main"]), "")):
             (tmp_path / name).mkdir()
             cfg = record_config(tmp_path / name, tmp_path / name / "events", source=source, loop=True,
                                 extra=f"pre_s = 2\npost_s = 2\n{extra}")
@@ -472,8 +472,8 @@ def test_cost_of_copying_packets_against_encoding_them(media: dict[str, Path], t
         print(f"\n{name}: process CPU {cpu:.0f}%, inference {stats['inference_fps']} fps, recorder "
               f"{rec['encode_ms_mean']} ms a frame, {rec['packets_copied']} packets copied, "
               f"{rec['frames_dropped']} dropped")
-    copy, x640, x768 = (runs[n] for n in ("copy", "x264 640", "x264 768"))
-    print(f"copy / x264 640: {copy[0] / x640[0]:.2f}; x264 640 / 768: {x640[0] / x768[0]:.2f}")
+    copy, x640 = runs["copy"], runs["x264 640"]
+    print(f"copy / x264 640: {copy[0] / x640[0]:.2f}")
     assert copy[1]["record"]["encode_ms_mean"] is None and copy[1]["record"]["packets_copied"] > 50
     assert x640[1]["record"]["encode_ms_mean"] and x640[1]["record"]["packets_copied"] == 0
 
