@@ -210,17 +210,37 @@ def test_unread_packets_stay_under_the_cap_and_drops_are_counted(rig, tmp_path, 
                 peak = max(peak, src.packet_buffer.bytes)
                 time.sleep(0.005)
         dropped = src.packet_buffer.dropped
-        packets = list(src.read().packets)
+        first = src.read()
+        packets = list(first.packets)
         packets += [p for _, ps in read_for(src, 1.0) for p in ps]
     finally:
         src.close()
     print(f"peak {peak} B unread (cap {cap_bytes}), {dropped} packets dropped")
     assert 0 < peak <= cap_bytes
     assert dropped > 10
+    assert first.packets_dropped >= dropped  # the next read says how many were lost before it
     assert [r.getMessage() for r in caplog.records] == [
         "picam: encoded video unread past 4 KB; dropping the oldest, up to a keyframe, until it is read"]
     assert packets[0].key  # what is left starts where a decoder can
     assert mux_and_decode(packets, tmp_path / "after-drops.mp4") == [p.key for p in packets]
+
+
+def test_packets_lost_before_a_read_are_counted_in_the_cameras_figures(rig):
+    """A buffer too small for one second of video (as when reads stall): the capture thread adds
+    what each read says was lost to the camera's packets_dropped, which /api/stats and /metrics show."""
+    stats = CameraStats("yard")
+    thread = CaptureThread(lambda: recording_camera(rig, packet_buffer_bytes=64), LatestSlot[Frame](), stats)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while stats.figures(clock.now())["packets_dropped"] < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        thread.stop()
+        thread.join(3)
+    figures = stats.figures(clock.now())
+    print(f"{figures['frames_captured']} frames, {figures['packets_dropped']} packets dropped")
+    assert figures["packets_dropped"] >= 10 and figures["frames_captured"] > 0
 
 
 def test_an_encoder_that_cannot_start_leaves_the_camera_detecting(rig, monkeypatch, caplog):

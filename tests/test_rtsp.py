@@ -31,6 +31,7 @@ from edgedetect.config import load
 from edgedetect.errors import ConfigError, SourceError
 from edgedetect.frames import Frame
 from edgedetect.sources.mjpeg import MjpegStream
+from edgedetect.sources import stream as stream_module
 from edgedetect.sources.stream import NetworkStream
 from edgedetect.storage.recorder import ClipRecorder
 from nalunits import nal_units
@@ -121,6 +122,28 @@ def test_record_uri_packets_come_from_the_main_stream(media: dict[str, Path]) ->
     assert len(packets) >= 20 and all(n in want for p in packets for n in nal_units(p.data, annexb=True))
     ts = [p.t for p in packets]
     assert ts == sorted(ts) and 0.05 < (ts[-1] - ts[0]) / (len(ts) - 1) < 0.15  # the camera's 10 fps
+
+
+def test_packets_unread_too_long_are_dropped_once_warned_and_reported_by_the_next_read(
+        media: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A capture thread that takes no frame for a while (a stall downstream): the record stream's
+    packets stay bounded, the oldest go, one warning says so, and the next read tells how many."""
+    monkeypatch.setattr(stream_module, "MAX_PENDING_PACKETS", 5)
+    with RtspCamera({"/cam": media["main"]}) as cam:
+        src = NetworkStream(cam.url("/cam"))
+        src.open()
+        try:
+            with caplog.at_level(logging.WARNING, logger="edgedetect"):
+                time.sleep(2.0)  # about 20 packets at the camera's 10 fps
+                first = src.read()
+                second = src.read()
+        finally:
+            src.close()
+    warnings = [r.getMessage() for r in caplog.records if "oldest are dropped" in r.getMessage()]
+    print(f"\nfirst read: {len(first.packets)} packets, {first.packets_dropped} dropped; second: "
+          f"{len(second.packets)}, {second.packets_dropped}")
+    assert len(first.packets) == 5 and first.packets_dropped >= 10 and second.packets_dropped == 0
+    assert len(warnings) == 1
 
 
 def test_without_clips_the_main_stream_is_never_opened_and_no_packets_ride(media: dict[str, Path]) -> None:

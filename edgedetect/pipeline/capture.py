@@ -193,3 +193,5 @@ class CaptureThread(StageThread):
                 self._on_frame(frame)
             self._index += 1
             self._stats.captured(t)
+            if cap.packets_dropped:
+                self._stats.packets_lost(cap.packets_dropped)

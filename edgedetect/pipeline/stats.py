@@ -79,6 +79,7 @@ class CameraStats:
         self.skipped = RateMeter()
         self.latency_ms = Samples(window)
         self.frames_corrupt = 0  # frames a stream sent that could not be decoded (skipped)
+        self.packets_dropped = 0  # recorded-stream packets the source lost before a read took them
         self.camera_restarts = 0  # a camera brought back in-process: stop/start, or a new object
         self.camera_reopens = 0  # of those, the ones that needed a new camera object
         self._dropped = dropped
@@ -108,6 +109,10 @@ class CameraStats:
         with self._lock:
             self.frames_corrupt += 1
 
+    def packets_lost(self, n: int) -> None:
+        with self._lock:
+            self.packets_dropped += n
+
     def published_frame(self, t: float, t_capture: float) -> None:
         with self._lock:
             self.published.tick(t)
@@ -135,6 +140,7 @@ class CameraStats:
                 "frames_published": self.published.total,
                 "frames_skipped": self.skipped.total,
                 "frames_corrupt": self.frames_corrupt,
+                "packets_dropped": self.packets_dropped,
                 "dropped_frames": self._dropped(),
                 "camera_restarts": self.camera_restarts,
                 "camera_reopens": self.camera_reopens,
@@ -231,7 +237,7 @@ class DetectorStats:
 # The one-camera snapshot keeps the order of keys its readers (the log line, scripts) know.
 ONE_CAMERA_ORDER = ("uptime_s", "source", "source_state", "model", "camera_fps", "inference_fps", "published_fps",
                     "skipped_fps", "frames_captured", "frames_inferred", "frames_published", "frames_skipped",
-                    "frames_corrupt", "dropped_frames", "inference_errors", "camera_restarts", "camera_reopens",
+                    "frames_corrupt", "packets_dropped", "dropped_frames", "inference_errors", "camera_restarts", "camera_reopens",
                     "inference_ms", "latency_ms")
 
 

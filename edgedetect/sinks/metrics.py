@@ -18,6 +18,7 @@ Metrics (units converted to Prometheus base units where /api/stats uses others):
     edgedetect_frames_published_total,
     edgedetect_frames_skipped_total{camera}          frames_captured, frames_inferred, ...
     edgedetect_frames_dropped_total{camera}          dropped_frames
+    edgedetect_packets_dropped_total{camera}         packets_dropped: the recorded stream's, gaps in clips
     edgedetect_camera_restarts_total{camera}         camera_restarts: the camera brought back in-process
     edgedetect_camera_reopens_total{camera}          camera_reopens: of those, with a new camera object
     edgedetect_latency_seconds{camera,stat}          latency_ms {mean,p50,p95} / 1000
@@ -69,6 +70,7 @@ COUNTERS = {  # a camera's /api/stats key -> metric name (without _total)
     "frames_published": "edgedetect_frames_published",
     "frames_skipped": "edgedetect_frames_skipped",
     "dropped_frames": "edgedetect_frames_dropped",
+    "packets_dropped": "edgedetect_packets_dropped",
     "camera_restarts": "edgedetect_camera_restarts",
     "camera_reopens": "edgedetect_camera_reopens",
 }

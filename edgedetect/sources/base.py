@@ -19,6 +19,7 @@ class Capture:
     image: np.ndarray
     lores: np.ndarray | None = None
     packets: tuple[EncodedPacket, ...] = ()  # compressed packets of the recorded stream since the last read
+    packets_dropped: int = 0  # of that stream, packets lost since the last read (unread too long: a gap in clips)
 
 
 class Source(Protocol):

@@ -114,6 +114,7 @@ class PacketBuffer:
         self._packets: deque[EncodedPacket] = deque()
         self.bytes = 0
         self.dropped = 0  # packets lost to the bound
+        self._dropped_drained = 0  # of those, reported by drain()
         self._need_key = True
         self._overflowing = False  # warned about since the last drain
         self._origin: float | None = None  # clock.now() of encoder timestamp 0
@@ -152,13 +153,15 @@ class PacketBuffer:
         log.warning("picam: encoded video unread past %d KB; dropping the oldest, up to a keyframe, "
                     "until it is read", self.cap_bytes // 1024)
 
-    def drain(self) -> tuple[EncodedPacket, ...]:
+    def drain(self) -> tuple[tuple[EncodedPacket, ...], int]:
+        """The packets put since the last drain, and how many were dropped in that time."""
         with self._lock:
             packets = tuple(self._packets)
             self._packets.clear()
             self.bytes = 0
             self._overflowing = False
-        return packets
+            dropped, self._dropped_drained = self.dropped - self._dropped_drained, self.dropped
+        return packets, dropped
 
 
 def _encoder_output(packets: PacketBuffer) -> Any:
@@ -334,7 +337,10 @@ class PiCamera:
                 lores = yuv420_full_range_to_rgb(request.make_array("lores"))
         finally:
             request.release()  # return the buffer to libcamera at once, or capture stalls
-        return Capture(main, lores, self.packet_buffer.drain() if self.packet_buffer is not None else ())
+        if self.packet_buffer is None:
+            return Capture(main, lores)
+        packets, dropped = self.packet_buffer.drain()
+        return Capture(main, lores, packets, dropped)
 
     def interrupt(self) -> None:
         """From another thread: make a capture blocked in read() return now (SourceError), so

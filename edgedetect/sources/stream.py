@@ -210,6 +210,7 @@ class NetworkStream:
         self._reported = 0  # of those, passed to on_corrupt
         self.on_corrupt: Any = None  # set by the capture thread: called once per refused packet
         self.packets_dropped = 0  # record-stream packets that waited too long for a read
+        self._dropped_reported = 0  # of those, handed on with a Capture
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._image: np.ndarray | None = None
@@ -295,13 +296,14 @@ class NetworkStream:
                     return None
                 image, self._image = self._image, None
                 packets, self._packets = tuple(self._packets), deque()
+                dropped, self._dropped_reported = self.packets_dropped - self._dropped_reported, self.packets_dropped
         if why is not None:
             self.close()
             raise SourceError(why)
         while self._reported < self.corrupt and self.on_corrupt is not None:
             self._reported += 1
             self.on_corrupt()
-        return Capture(image, packets=packets)
+        return Capture(image, packets=packets, packets_dropped=dropped)
 
     def interrupt(self) -> None:
         self._stop.set()
